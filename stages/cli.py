@@ -1,0 +1,40 @@
+"""Entry-point plumbing shared by every stage and flow: offline defaults and one-line errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+# This machine (and CI) reaches no hub; users who are online can override each of these.
+OFFLINE_DEFAULTS = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def set_env_defaults() -> None:
+    for key, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def run(main: Callable[[], None], stage: str) -> None:
+    """Run a stage's shell; a PipelineError (or a bad param) prints one line and exits 1."""
+    from stages.io import PipelineError
+
+    set_env_defaults()
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {stage}: %(message)s", datefmt="%H:%M:%S")
+    try:
+        main()
+    except PipelineError as e:
+        print(f"error: {stage}: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"error: {stage}: interrupted", file=sys.stderr)
+        sys.exit(130)

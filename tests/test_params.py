@@ -1,0 +1,72 @@
+"""params.yaml, the params models and dvc.yaml agree; bad params fail with one clear line."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.io import PipelineError
+from stages.params import Params, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["ingest", "clean", "augment", "tokenize", "finetune", "evaluate", "register"]
+
+
+def test_params_yaml_validates_and_spells_every_field():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_params(ROOT / "params.yaml")
+    assert set(raw) == set(Params.model_fields)  # no section missing or extra
+    for section, model in params:
+        if hasattr(model, "model_fields"):  # each section lists every field: params.yaml is the reference
+            assert set(raw[section]) == set(type(model).model_fields), section
+
+
+def test_dvc_yaml_has_one_stage_per_module_and_section():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert list(dvc) == STAGES
+    for name, stage in dvc.items():
+        assert stage["cmd"] == f"python -m stages.{name}"
+        assert (ROOT / "stages" / f"{name}.py").exists()
+        assert name in stage["params"], f"{name} must depend on its own params section"
+        sections = {p.split(".")[0] for p in stage["params"]}
+        assert sections <= set(Params.model_fields), name
+        for dep in stage["deps"]:
+            assert (ROOT / dep).exists(), f"{name}: dep {dep} missing"
+
+
+def test_every_stage_module_dep_is_declared():
+    """A stage's own imports of stages.* helpers that hold logic are DVC deps (edits re-run it)."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in dvc.items():
+        assert f"stages/{name}.py" in stage["deps"]
+
+
+def write(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_misspelt_key_is_an_error(tmp_path):
+    with pytest.raises(PipelineError, match=r"params.yaml: finetune.learning_rat: unknown key"):
+        load_params(write(tmp_path, "finetune:\n  learning_rat: 3.0e-5\n"))
+
+
+def test_ill_typed_param_is_an_error(tmp_path):
+    with pytest.raises(PipelineError, match=r"finetune.epochs: .*integer"):
+        load_params(write(tmp_path, "finetune:\n  epochs: three\n"))
+
+
+def test_out_of_range_param_is_an_error(tmp_path):
+    with pytest.raises(PipelineError, match=r"ingest.test_size"):
+        load_params(write(tmp_path, "ingest:\n  test_size: 0.9\n"))
+
+
+def test_invalid_yaml_names_line(tmp_path):
+    with pytest.raises(PipelineError, match=r"params.yaml: line 3, column 2: invalid YAML"):
+        load_params(write(tmp_path, "finetune:\n  epochs: 3\n learning_rate: 1\n"))
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(PipelineError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
