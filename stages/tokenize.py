@@ -1,0 +1,84 @@
+"""Tokenize every split with the model's fast tokenizer: truncate at max_length, no padding.
+
+Padding happens per batch at training time. `reports/tokenize.json` holds token-length
+percentiles (before truncation) and the share of texts that were truncated.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages.io import SPLITS, PipelineError, atomic_dir, read_labels, read_splits, write_json
+from stages.modeling import load_tokenizer
+from stages.params import TokenizeParams, load_params
+
+IN, OUT, REPORT = Path("data/augmented"), Path("data/tokenized"), Path("reports/tokenize.json")
+log = logging.getLogger(__name__)
+
+
+def special_layout(tokenizer) -> tuple[int, int]:
+    """How many special tokens the tokenizer puts before and after a single text ([CLS] x [SEP]: 1, 1)."""
+    ids = tokenizer("a")["input_ids"]
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for start in range(len(ids) - len(bare) + 1):
+        if ids[start : start + len(bare)] == bare:
+            return start, len(ids) - start - len(bare)
+    raise PipelineError("tokenizer: cannot locate the text among its special tokens")
+
+
+def length_stats(lengths: np.ndarray, max_length: int) -> dict:
+    q = np.percentile(lengths, [50, 90, 95, 99]) if len(lengths) else [0] * 4
+    return {"rows": int(len(lengths)), "mean": round(float(lengths.mean()), 1) if len(lengths) else 0,
+            "p50": int(q[0]), "p90": int(q[1]), "p95": int(q[2]), "p99": int(q[3]),
+            "max": int(lengths.max()) if len(lengths) else 0,
+            "truncated_share": round(float((lengths > max_length).mean()), 4) if len(lengths) else 0.0}
+
+
+def tokenize(splits: dict[str, pd.DataFrame], tokenizer, labels: list[str], p: TokenizeParams):
+    """Pure core: a DatasetDict of input_ids (int32), label ids and untruncated lengths + stats."""
+    import datasets
+
+    datasets.disable_progress_bars()  # the stage logs one line per split instead
+    label2id = {n: i for i, n in enumerate(labels)}
+    n_pre, n_suf = special_layout(tokenizer)
+    keep = p.max_length - n_suf
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")),
+                                  "label": datasets.Value("int64"), "n_tokens": datasets.Value("int32")})
+
+    def encode(batch: dict) -> dict:
+        enc = tokenizer(batch["text"], truncation=False, return_attention_mask=False,
+                        return_token_type_ids=False, verbose=False)["input_ids"]
+        return {"input_ids": [s if len(s) <= p.max_length else s[:keep] + s[len(s) - n_suf:] for s in enc],
+                "label": [label2id[x] for x in batch["label"]], "n_tokens": [len(s) for s in enc]}
+
+    out, report = {}, {"max_length": p.max_length, "splits": {}}
+    for name in SPLITS:
+        ds = datasets.Dataset.from_pandas(splits[name][["text", "label"]], preserve_index=False)
+        out[name] = ds.map(encode, batched=True, batch_size=p.batch_size, remove_columns=["text"],
+                           features=features, desc=f"tokenize {name}")
+        report["splits"][name] = length_stats(np.asarray(out[name]["n_tokens"]), p.max_length)
+    return datasets.DatasetDict(out), report
+
+
+def main() -> None:
+    params = load_params()
+    splits, labels = read_splits(IN), read_labels(IN)
+    tokenizer = load_tokenizer(params.model.name)
+    dd, report = tokenize(splits, tokenizer, labels, params.tokenize)
+    with atomic_dir(OUT) as tmp:
+        dd.save_to_disk(str(tmp))
+        write_json(tmp / "labels.json", {"names": labels})
+    write_json(REPORT, report)
+    for name, s in report["splits"].items():
+        log.info("%s: %d texts, tokens p50 %d p95 %d max %d, truncated %.1f%%",
+                 name, s["rows"], s["p50"], s["p95"], s["max"], 100 * s["truncated_share"])
+
+
+if __name__ == "__main__":
+    from stages.cli import run
+
+    run(main, "tokenize")
