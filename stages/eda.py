@@ -50,16 +50,17 @@ def _candidates(words: list[str], synonyms: Synonyms) -> list[int]:
     return out
 
 
-def _synonym_of(word: str, synonyms: Synonyms, rng: random.Random) -> str:
+def _synonym_of(word: str, synonyms: Synonyms, rng: random.Random) -> tuple[str, str, str]:
+    """(leading punctuation, a synonym of the word, trailing punctuation); synonyms may be multi-word."""
     pre, core, post = WORD.match(word).groups()
-    return pre + rng.choice(synonyms[core.lower()]) + post
+    return pre, rng.choice(synonyms[core.lower()]), post
 
 
 def synonym_replace(words: list[str], n: int, synonyms: Synonyms, rng: random.Random) -> list[str]:
     words = list(words)
     cands = _candidates(words, synonyms)
     for i in rng.sample(cands, min(n, len(cands))):
-        words[i] = _synonym_of(words[i], synonyms, rng)
+        words[i] = "".join(_synonym_of(words[i], synonyms, rng))
     return words
 
 
@@ -67,8 +68,8 @@ def random_insert(words: list[str], n: int, synonyms: Synonyms, rng: random.Rand
     words = list(words)
     cands = _candidates(words, synonyms)
     for _ in range(n if cands else 0):
-        new = WORD.match(_synonym_of(words[rng.choice(cands)], synonyms, rng)).group(2)
-        words.insert(rng.randrange(len(words) + 1), new)
+        at = rng.randrange(len(words) + 1)
+        words[at:at] = _synonym_of(words[rng.choice(cands)], synonyms, rng)[1].split()
         cands = _candidates(words, synonyms)
     return words
 

@@ -63,3 +63,10 @@ def test_each_operation_changes_a_text(op, wordnet):
 
 def test_wordnet_carries_real_synonyms(wordnet):
     assert "movie" in wordnet["film"] and len(wordnet) > 100_000
+
+
+def test_multi_word_synonyms_survive_every_operation(wordnet):
+    text = "the film was great and moving, a real picture"  # film → "motion picture" and the like
+    for seed in range(200):
+        for op in ("synonym", "insert"):
+            assert augment_text(text, op, 0.3, wordnet, random.Random(seed)).strip()

