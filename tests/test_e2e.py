@@ -1,0 +1,136 @@
+"""End to end: `dvc repro` on ~200 rows with a tiny random BERT, then everything a user checks."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import make_project, run_in, write_reviews
+
+pytestmark = pytest.mark.e2e
+TINY = {"finetune": {"epochs": 4, "batch_size": 16, "learning_rate": 3e-3, "log_every_steps": 5},
+        "evaluate": {"probe_max_train_rows": 200}, "augment": {"enabled": True}, "register": {"model_name": "toy"},
+        "ingest": {"source": "data/source/reviews.csv"}}
+
+
+def tiny_params(model_dir: Path) -> dict:
+    return TINY | {"model": {"name": str(model_dir)}}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_model_dir):
+    root = make_project(tmp_path_factory.mktemp("e2e"), tiny_params(tiny_model_dir))
+    write_reviews(root / "data/source/reviews.csv", 200)
+    run_in(root, "dvc", "repro")
+    (root.parent / "first.lock").write_text((root / "dvc.lock").read_text())  # before exp run changes it
+    return root
+
+
+def mlflow_client(root: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+def test_artifacts(project):
+    for split in ("train", "validation", "test"):
+        assert (project / f"data/raw/{split}.parquet").exists() and (project / f"data/augmented/{split}.parquet").exists()
+    assert (project / "data/tokenized/dataset_dict.json").exists()
+    config = json.loads((project / "models/finetuned/config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert (project / "models/finetuned/model.safetensors").exists()
+    clean = json.loads((project / "reports/clean.json").read_text())
+    assert clean["total"]["dropped"]["empty"] == 1 and clean["total"]["dropped"]["duplicate"] == 1
+    assert clean["total"]["rows_in"] == 202
+    augment = json.loads((project / "reports/augment.json").read_text())
+    assert augment["rows_out"] > augment["rows_in"]
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert set(metrics["baselines"]) == {"majority", "frozen_probe"}
+    assert metrics["test"]["accuracy"] >= 0.8  # the toy task is separable by word identity
+    for plot in ("confusion.csv", "per_class.csv", "confusion_matrix.png"):
+        assert (project / "reports/plots" / plot).stat().st_size > 0
+    register = json.loads((project / "reports/register.json").read_text())
+    assert register["promoted"] and register["version"] == "1"
+
+
+def test_one_mlflow_run_holds_everything(project):
+    client = mlflow_client(project)
+    exp = client.get_experiment_by_name("nlp-transfer")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.run_id == json.loads((project / "reports/mlflow_run.json").read_text())["run_id"]
+    m = run.data.metrics
+    assert {"test_accuracy", "val_accuracy", "baseline_majority_accuracy", "baseline_frozen_probe_accuracy"} <= set(m)
+    epochs = json.loads((project / "reports/train.json").read_text())["epochs_run"]
+    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == epochs >= 2  # one point per epoch
+    assert run.data.params["finetune.learning_rate"] == "0.003" and run.data.params["ingest.source"] == "data/source/reviews.csv"
+    tags = run.data.tags
+    assert len(tags["mlflow.source.git.commit"]) == 40 and tags["dvc.data/raw"] and tags["dvc.data/tokenized"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/confusion_matrix.png" in artifacts
+    mv = client.get_model_version_by_alias("toy", "champion")
+    assert str(mv.version) == "1" and mv.run_id == run.info.run_id
+    assert str(client.get_model_version_by_alias("toy", "challenger").version) == "1"
+
+
+def test_status_clean_and_repro_is_a_no_op(project):
+    assert "up to date" in run_in(project, "dvc", "status").stdout
+    out = run_in(project, "dvc", "repro").stdout
+    assert "Running stage" not in out and "up to date" in out
+
+
+def test_champion_loads_in_another_process(project):
+    code = ("import mlflow, json; mlflow.set_tracking_uri('sqlite:///mlflow.db');"
+            "m = mlflow.pyfunc.load_model('models:/toy@champion');"
+            "print(m.predict(['a great and superb film', 'an awful dull plot']).to_json(orient='records'))")
+    rows = json.loads(run_in(project, "python", "-c", code).stdout.strip().splitlines()[-1])
+    assert [r["label"] for r in rows] == ["positive", "negative"]
+    for r in rows:
+        assert r["prob_negative"] + r["prob_positive"] == pytest.approx(1, abs=1e-5) and r["score"] >= 0.5
+
+
+def test_metrics_and_plots_offline(project):
+    shown = run_in(project, "dvc", "metrics", "show", "--json").stdout
+    assert "test" in shown and "accuracy" in shown
+    run_in(project, "dvc", "plots", "show", "-o", "plots_html")
+    assert (project / "plots_html/index.html").exists()
+
+
+def test_exp_run_reruns_only_training_stages(project):
+    out = run_in(project, "dvc", "exp", "run", "-S", "finetune.learning_rate=5e-4").stdout
+    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+    assert ran == ["finetune", "evaluate", "register"]
+    client = mlflow_client(project)
+    assert len(client.search_runs([client.get_experiment_by_name("nlp-transfer").experiment_id])) == 2
+    assert str(client.get_model_version_by_alias("toy", "challenger").version) == "2"
+    register = json.loads((project / "reports/register.json").read_text())
+    champion = str(client.get_model_version_by_alias("toy", "champion").version)
+    assert champion == ("2" if register["promoted"] else "1") and register["previous_champion"]["version"] == "1"
+
+
+def lock_outs(lock: Path) -> dict:
+    """md5 of each data and model output in a dvc.lock (reports hold run ids, which differ per run)."""
+    stages = yaml.safe_load(lock.read_text())["stages"]
+    return {o["path"]: o["md5"] for s in stages.values() for o in s.get("outs", []) if o["path"].startswith(("data/", "models/"))}
+
+
+def test_flow_matches_dvc_repro(project, tmp_path_factory, tiny_model_dir, monkeypatch, prefect_harness):
+    from flows.pipeline import _build_flow
+    from tests.conftest import project_env
+
+    other = make_project(tmp_path_factory.mktemp("flow"), tiny_params(tiny_model_dir))
+    write_reviews(other / "data/source/reviews.csv", 200)
+    monkeypatch.chdir(other)
+    for key, value in project_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = _build_flow()()
+    assert [r["stage"] for r in result["stages"]] == ["ingest", "clean", "augment", "tokenize", "finetune", "evaluate", "register"]
+    assert "up to date" in run_in(other, "dvc", "status").stdout
+    assert lock_outs(other / "dvc.lock") == lock_outs(project.parent / "first.lock")  # same bytes as dvc repro made
+    run = mlflow_client(other).search_runs([mlflow_client(other).get_experiment_by_name("nlp-transfer").experiment_id])[0]
+    assert run.data.tags["prefect.flow_run_id"]
+    again = _build_flow()(only_if_changed=True)
+    assert again == {"ran": False, "stages": []}
