@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from stages.modeling import pad_batch
+from stages.modeling import sorted_batches
 
 
 def majority_predictions(train_labels: np.ndarray, n: int) -> np.ndarray:
@@ -17,13 +17,10 @@ def majority_predictions(train_labels: np.ndarray, n: int) -> np.ndarray:
 def mean_pooled(encoder, seqs: list[list[int]], batch_size: int, pad_id: int, device: torch.device) -> np.ndarray:
     """Sentence vectors: the mean of the encoder's last hidden states over real (non-pad) tokens."""
     encoder.eval()
-    order = np.argsort([len(s) for s in seqs], kind="stable")
     out = np.zeros((len(seqs), encoder.config.hidden_size), dtype=np.float32)
-    for start in range(0, len(seqs), batch_size):
-        idx = order[start : start + batch_size]
-        ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
-        hidden = encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-        m = mask.to(device).unsqueeze(-1).to(hidden.dtype)
+    for idx, ids, mask in sorted_batches(seqs, batch_size, pad_id, device):
+        hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(hidden.dtype)
         out[idx] = ((hidden * m).sum(1) / m.sum(1).clamp(min=1)).float().cpu().numpy()
     return out
 

@@ -94,17 +94,22 @@ def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
-@torch.inference_mode()
-def predict_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int,
-                   device: torch.device, dtype: torch.dtype | None = None) -> np.ndarray:
-    """Logits in input order; batches are formed over length-sorted inputs to pad little."""
-    model.eval()
+def sorted_batches(seqs: list[list[int]], batch_size: int, pad_id: int, device: torch.device):
+    """Yield (row indices, ids, mask) over length-sorted inputs, so each batch pads little."""
     order = np.argsort([len(s) for s in seqs], kind="stable")
-    out = np.zeros((len(seqs), model.config.num_labels), dtype=np.float32)
     for start in range(0, len(seqs), batch_size):
         idx = order[start : start + batch_size]
         ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
+        yield idx, ids.to(device), mask.to(device)
+
+
+@torch.inference_mode()
+def predict_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int,
+                   device: torch.device, dtype: torch.dtype | None = None) -> np.ndarray:
+    """Logits in input order."""
+    model.eval()
+    out = np.zeros((len(seqs), model.config.num_labels), dtype=np.float32)
+    for idx, ids, mask in sorted_batches(seqs, batch_size, pad_id, device):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        out[idx] = logits.float().cpu().numpy()
+            out[idx] = model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
     return out

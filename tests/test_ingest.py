@@ -158,3 +158,19 @@ def test_demo_sources():
     assert len(rt) == 8530 and set(rt["label"]) == {0, 1}
     with pytest.raises(PipelineError, match="unknown demo"):
         read_demo("nope")
+
+
+def test_hf_source_loads_a_local_dataset_folder(tmp_path):
+    """`hf:` goes through datasets.load_dataset; a local folder of split files works offline."""
+    for split, n in (("train", 40), ("test", 10)):
+        frame(n).assign(text=lambda d, s=split: s + " " + d["text"]).to_csv(tmp_path / f"{split}.csv", index=False)
+    p = IngestParams(source=f"hf:{tmp_path}")
+    frames, names = read_source(p)
+    assert set(frames) == {"train", "test"} and len(frames["train"]) == 40
+    splits, labels = ingest(frames, p, names)
+    assert len(splits["test"]) == 10 and len(splits["validation"]) > 0 and labels == ["neg", "pos"]
+
+
+def test_hf_source_unreachable_is_one_line():
+    with pytest.raises(PipelineError, match=r"ingest.source 'hf:nobody/no-such-dataset-xyz': could not load"):
+        read_source(IngestParams(source="hf:nobody/no-such-dataset-xyz"))
