@@ -35,7 +35,7 @@ def main() -> None:
         raise PipelineError(f"{IN}: no tokenized data (run dvc repro tokenize)")
     dd = datasets.load_from_disk(str(IN))
     labels = read_json(IN / "labels.json")["names"]
-    max_length = read_json(Path("reports/tokenize.json"))["max_length"]
+    max_length = read_json(IN / "settings.json")["max_length"]
     device = pick_device(p.device)
     set_seed(p.seed)  # before the model: the new head's initial weights come from this seed
     tokenizer = load_tokenizer(params.model.name)

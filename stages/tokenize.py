@@ -72,6 +72,7 @@ def main() -> None:
     with atomic_dir(OUT) as tmp:
         dd.save_to_disk(str(tmp))
         write_json(tmp / "labels.json", {"names": labels})
+        write_json(tmp / "settings.json", {"max_length": params.tokenize.max_length, "model": params.model.name})
     write_json(REPORT, report)
     for name, s in report["splits"].items():
         log.info("%s: %d texts, tokens p50 %d p95 %d max %d, truncated %.1f%%",
