@@ -1,7 +1,7 @@
 """Register the fine-tuned model in the MLflow registry and decide the aliases.
 
 The new version always becomes the `challenger`; it becomes the `champion` when there is none, or
-when it beats the champion's test metric by at least `register.min_improvement`. The decision and
+when it beats the champion's test metric (strictly, and by at least `register.min_improvement`). The decision and
 its numbers go to `reports/register.json` and the run.
 """
 
@@ -24,9 +24,9 @@ def decide(new: float, champion: float | None, min_improvement: float) -> tuple[
     """Pure core: does the new version take the champion alias?"""
     if champion is None:
         return True, "no champion yet"
-    if new >= champion + min_improvement:
-        return True, f"{new:.4f} >= champion {champion:.4f} + {min_improvement}"
-    return False, f"{new:.4f} < champion {champion:.4f} + {min_improvement}"
+    if new > champion and new >= champion + min_improvement:  # a tie never moves the champion
+        return True, f"{new:.4f} beats champion {champion:.4f} by >= {min_improvement}"
+    return False, f"{new:.4f} does not beat champion {champion:.4f} by > 0 and >= {min_improvement}"
 
 
 def pip_requirements() -> list[str]:

@@ -33,6 +33,7 @@ def test_champion_decision():
     assert not decide(0.845, 0.84, 0.01)[0]
     assert decide(0.85, 0.84, 0.01)[0]
     assert not decide(0.80, 0.84, 0.0)[0]
+    assert not decide(0.84, 0.84, 0.0)[0]  # a tie keeps the champion
 
 
 def test_pip_requirements_are_pinned_without_torchvision():
