@@ -95,7 +95,9 @@ def test_metrics_and_plots_offline(project):
     shown = run_in(project, "dvc", "metrics", "show", "--json").stdout
     assert "test" in shown and "accuracy" in shown
     run_in(project, "dvc", "plots", "show", "-o", "plots_html")
-    assert (project / "plots_html/index.html").exists()
+    page = (project / "plots_html/index.html").read_text()
+    assert "vegaEmbed" in page and "confusion" in page.lower()
+    assert "cdn.jsdelivr" not in page and 'src="http' not in page  # renders with no network
 
 
 def test_exp_run_reruns_only_training_stages(project):
