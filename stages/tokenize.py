@@ -6,6 +6,7 @@ percentiles (before truncation) and the share of texts that were truncated.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -55,11 +56,20 @@ def tokenize(splits: dict[str, pd.DataFrame], tokenizer, labels: list[str], p: T
         return {"input_ids": [s if len(s) <= p.max_length else s[:keep] + s[len(s) - n_suf:] for s in enc],
                 "label": [label2id[x] for x in batch["label"]], "n_tokens": [len(s) for s in enc]}
 
+    # datasets would fingerprint the result from the pickled tokenizer, which holds its install path, so
+    # the same tokens saved from two checkouts hashed differently in dvc.lock. Derive it from content.
+    vocab = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+
+    def fingerprint(name: str, df: pd.DataFrame) -> str:
+        h = hashlib.sha256(f"{vocab}|{p.max_length}|{labels}|{name}".encode())
+        h.update(pd.util.hash_pandas_object(df[["text", "label"]], index=False).to_numpy().tobytes())
+        return h.hexdigest()[:32]
+
     out, report = {}, {"max_length": p.max_length, "splits": {}}
     for name in SPLITS:
         ds = datasets.Dataset.from_pandas(splits[name][["text", "label"]], preserve_index=False)
         out[name] = ds.map(encode, batched=True, batch_size=p.batch_size, remove_columns=["text"],
-                           features=features, desc=f"tokenize {name}")
+                           features=features, new_fingerprint=fingerprint(name, splits[name]))
         report["splits"][name] = length_stats(np.asarray(out[name]["n_tokens"]), p.max_length)
     return datasets.DatasetDict(out), report
 

@@ -26,3 +26,22 @@ def test_tokenize_truncates_and_reports(packaged_tokenizer):
 def test_length_stats():
     s = length_stats(np.array([10, 20, 30, 200]), 128)
     assert s["p50"] == 25 and s["max"] == 200 and s["truncated_share"] == 0.25 and s["rows"] == 4
+
+
+def test_saved_bytes_do_not_depend_on_where_the_tokenizer_lives(tmp_path, packaged_tokenizer):
+    """dvc.lock must hash the same tokens identically in every checkout (fresh clones, CI, the flow)."""
+    import filecmp
+
+    from transformers import AutoTokenizer
+
+    df = pd.DataFrame({"text": ["a gem of a film", "dull"], "label": ["pos", "neg"]})
+    saved = []
+    for copy in ("a", "b"):
+        packaged_tokenizer.save_pretrained(tmp_path / copy)
+        tok = AutoTokenizer.from_pretrained(tmp_path / copy)
+        dd, _ = tokenize({"train": df, "validation": df, "test": df}, tok, ["neg", "pos"], TokenizeParams())
+        dd.save_to_disk(str(tmp_path / f"out-{copy}"))
+        saved.append(tmp_path / f"out-{copy}")
+    for split in ("train", "validation", "test"):
+        for name in ("state.json", "dataset_info.json", "data-00000-of-00001.arrow"):
+            assert filecmp.cmp(saved[0] / split / name, saved[1] / split / name, shallow=False), (split, name)
