@@ -89,8 +89,8 @@ def clean(splits: dict[str, pd.DataFrame], p: CleanParams) -> tuple[dict[str, pd
             raise PipelineError(f"{name} split, column 'label': label '{unseen[0]}' never occurs in train "
                                 f"after cleaning")
     totals = {k: sum(r[k] for r in report["splits"].values()) for k in ("rows_in", "rows_out")}
-    totals["dropped"] = {reason: sum(r["dropped"].get(reason, 0) for r in report["splits"].values())
-                         for reason in report["splits"]["train"]["dropped"]}
+    reasons = dict.fromkeys(k for r in report["splits"].values() for k in r["dropped"])  # leakage: val/test only
+    totals["dropped"] = {reason: sum(r["dropped"].get(reason, 0) for r in report["splits"].values()) for reason in reasons}
     report["total"] = totals
     return out, report
 

@@ -43,6 +43,8 @@ def test_every_drop_is_counted():
     for r in d.values():  # nothing vanishes: in = out + dropped
         assert r["rows_in"] == r["rows_out"] + sum(r["dropped"].values())
     assert report["total"]["rows_in"] == 14 and report["examples"]["leakage"]
+    assert report["total"]["dropped"] == {"empty": 1, "conflicting_labels": 2, "duplicate": 1, "leakage": 3}
+    assert report["total"]["rows_in"] == report["total"]["rows_out"] + sum(report["total"]["dropped"].values())
 
 
 def test_empty_after_cleaning_is_an_error():

@@ -156,6 +156,8 @@ def test_validation_file_without_test_file_is_rejected():
 def test_demo_sources():
     rt = read_demo("rotten_tomatoes")
     assert len(rt) == 8530 and set(rt["label"]) == {0, 1}
+    imdb = read_demo("imdb")
+    assert len(imdb) == 25000 and imdb["text"].str.contains("<br />", regex=False).any()  # clean's job
     with pytest.raises(PipelineError, match="unknown demo"):
         read_demo("nope")
 
