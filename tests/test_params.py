@@ -30,8 +30,12 @@ def test_dvc_yaml_has_one_stage_per_module_and_section():
         assert name in stage["params"], f"{name} must depend on its own params section"
         sections = {p.split(".")[0] for p in stage["params"]}
         assert sections <= set(Params.model_fields), name
+    produced: set[str] = set()  # outputs of the stages before this one, in dvc.yaml's order
+    for name, stage in dvc.items():
         for dep in stage["deps"]:
-            assert (ROOT / dep).exists(), f"{name}: dep {dep} missing"
+            assert dep in produced or (ROOT / dep).exists(), f"{name}: dep {dep} is neither a repo file nor an earlier output"
+        for kind in ("outs", "metrics", "plots"):
+            produced |= {next(iter(o)) if isinstance(o, dict) else o for o in stage.get(kind, [])}
 
 
 def test_every_stage_module_dep_is_declared():
