@@ -51,7 +51,10 @@ def dvc(*args: str, env: dict[str, str] | None = None, log=None) -> str:
 
 def changed_stages() -> list[str]:
     """Stages whose deps, params or outs changed since dvc.lock (the new-data check)."""
-    return list(json.loads(dvc("status", "--json") or "{}"))
+    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True)
+    if proc.returncode:  # stdout alone is the JSON: warnings on stderr must not break the parse
+        raise RuntimeError(f"dvc status failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    return list(json.loads(proc.stdout or "{}"))
 
 
 def _build_flow():
