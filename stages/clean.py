@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.io import SPLITS, PipelineError, read_labels, read_splits, write_json, write_splits
+from stages.io import SPLITS, PipelineError, check_labels, read_labels, read_splits, write_json, write_splits
 from stages.params import CleanParams, load_params
 
 IN, OUT, REPORT = Path("data/raw"), Path("data/clean"), Path("reports/clean.json")
@@ -79,15 +79,7 @@ def clean(splits: dict[str, pd.DataFrame], p: CleanParams) -> tuple[dict[str, pd
         if r["rows_out"] == 0:
             raise PipelineError(f"{IN / name}.parquet: empty after cleaning ({r['rows_in']} rows in, "
                                 f"dropped {r['dropped']}); check the data or clean.min_chars")
-    n_classes = out["train"]["label"].nunique()
-    if n_classes < 2:
-        raise PipelineError(f"train split has {n_classes} class after cleaning; need at least 2")
-    seen = set(out["train"]["label"])
-    for name in ("validation", "test"):
-        unseen = sorted(set(out[name]["label"]) - seen)
-        if unseen:
-            raise PipelineError(f"{name} split, column 'label': label '{unseen[0]}' never occurs in train "
-                                f"after cleaning")
+    check_labels(out, after=" after cleaning")
     totals = {k: sum(r[k] for r in report["splits"].values()) for k in ("rows_in", "rows_out")}
     reasons = dict.fromkeys(k for r in report["splits"].values() for k in r["dropped"])  # leakage: val/test only
     totals["dropped"] = {reason: sum(r["dropped"].get(reason, 0) for r in report["splits"].values()) for reason in reasons}
@@ -98,7 +90,7 @@ def clean(splits: dict[str, pd.DataFrame], p: CleanParams) -> tuple[dict[str, pd
 def main() -> None:
     p = load_params().clean
     splits, report = clean(read_splits(IN), p)
-    write_splits(splits, OUT, {"labels.json": {"names": read_labels(IN)}})
+    write_splits(splits, OUT, read_labels(IN))
     write_json(REPORT, report)
     t = report["total"]
     log.info("%d rows in, %d out; dropped %s", t["rows_in"], t["rows_out"], t["dropped"])

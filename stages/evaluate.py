@@ -79,14 +79,13 @@ def main() -> None:
             y_true, frozen_probe(params, p, pipeline["max_length"], labels, device))
     metrics["gain_accuracy"] = {name: round(metrics["test"]["accuracy"] - b["accuracy"], 4)
                                 for name, b in metrics["baselines"].items()}
-    metrics["per_class"] = per_class(y_true, y_pred, labels)
-    cm = confusion(y_true, y_pred, len(labels))
+    rows = per_class(y_true, y_pred, labels)
+    metrics["per_class"] = {r["label"]: {k: v for k, v in r.items() if k != "label"} for r in rows}
     with atomic_dir(PLOTS) as tmp:
         pd.DataFrame({"actual": np.asarray(labels)[y_true], "predicted": np.asarray(labels)[y_pred]}).to_csv(
             tmp / "confusion.csv", index=False)
-        pd.DataFrame(metrics["per_class"]).to_csv(tmp / "per_class.csv", index=False)
-        metrics["per_class"] = {c.pop("label"): c for c in metrics["per_class"]}
-        confusion_png(cm, labels, tmp / "confusion_matrix.png")
+        pd.DataFrame(rows).to_csv(tmp / "per_class.csv", index=False)
+        confusion_png(confusion(y_true, y_pred, len(labels)), labels, tmp / "confusion_matrix.png")
     write_json(METRICS, metrics)
     with tracking.resume_run() as run:
         import mlflow

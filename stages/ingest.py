@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.io import SPLITS, PipelineError, write_splits
+from stages.io import SPLITS, PipelineError, check_labels, write_splits
 from stages.params import IngestParams, load_params
 from stages.readers import DEMO_LABEL_NAMES, read_demo, read_hf, read_table
 
@@ -80,9 +80,9 @@ def stratified_split(df: pd.DataFrame, p: IngestParams, with_validation: bool = 
     return {s: df.loc[sorted(parts[s])].reset_index(drop=True) for s in SPLITS}
 
 
-def subsample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """A stratified, seeded subsample of `n` rows (per label in proportion)."""
-    if n >= len(df):
+def subsample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    """A stratified, seeded subsample of `n` rows (per label in proportion); None keeps every row."""
+    if n is None or n >= len(df):
         return df
     order = _hash_order(df["text"], seed, "sub")
     keep = []
@@ -99,23 +99,15 @@ def ingest(frames: dict[str, pd.DataFrame], p: IngestParams, names: list[str] | 
     named, label_list = label_names(stacked["label"], given)
     frames = {k: f.assign(label=named.loc[k].to_numpy()) for k, f in frames.items()}
     if "all" in frames:
-        df = frames["all"] if p.max_rows is None else subsample(frames["all"], p.max_rows, p.split_seed)
-        splits = stratified_split(df, p)
+        splits = stratified_split(subsample(frames["all"], p.max_rows, p.split_seed), p)
     else:
-        train = frames["train"] if p.max_rows is None else subsample(frames["train"], p.max_rows, p.split_seed)
+        train = subsample(frames["train"], p.max_rows, p.split_seed)
         if "validation" in frames:
             splits = {"train": train, "validation": frames["validation"], "test": frames["test"]}
         else:  # train + test given: carve validation out of train
             carved = stratified_split(train, p.model_copy(update={"test_size": p.validation_size}), False)
             splits = {"train": carved["train"], "validation": carved["test"], "test": frames["test"]}
-    if splits["train"]["label"].nunique() < 2:
-        raise PipelineError(f"train split has {splits['train']['label'].nunique()} class(es); need at least 2")
-    seen = set(splits["train"]["label"])
-    for split in ("validation", "test"):
-        unseen = ~splits[split]["label"].isin(seen)
-        if unseen.any():
-            raise PipelineError(f"{split} split, row {int(unseen.idxmax()) + 1}, column 'label': label "
-                                f"'{splits[split]['label'][unseen].iloc[0]}' never occurs in train")
+    check_labels(splits)
     return splits, label_list
 
 
@@ -145,7 +137,7 @@ def main() -> None:
     splits, labels = ingest(frames, p, names)
     summary = {s: {"rows": len(df), "labels": df["label"].value_counts().sort_index().to_dict()}
                for s, df in splits.items()}
-    write_splits(splits, OUT, {"labels.json": {"names": labels}, "summary.json": summary})
+    write_splits(splits, OUT, labels, {"summary.json": summary})
     log.info("%s → %s", p.source, ", ".join(f"{s} {v['rows']}" for s, v in summary.items()))
 
 

@@ -57,13 +57,27 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def write_splits(frames: dict, out_dir: Path, extra: dict[str, Any] | None = None) -> None:
-    """Write {split: DataFrame} as parquet files (+ JSON side files) into `out_dir`, atomically."""
+def write_splits(frames: dict, out_dir: Path, labels: list[str], extra: dict[str, Any] | None = None) -> None:
+    """Write {split: DataFrame} as parquet, the label map (`labels.json`) and any JSON side files
+    into `out_dir`, atomically: the label map travels with every data folder."""
     with atomic_dir(out_dir) as tmp:
         for name, df in frames.items():
             df.to_parquet(tmp / f"{name}.parquet", index=False)
-        for name, obj in (extra or {}).items():
+        for name, obj in ({"labels.json": {"names": labels}} | (extra or {})).items():
             write_json(tmp / name, obj)
+
+
+def check_labels(splits: dict, after: str = "") -> None:
+    """Train holds at least 2 classes, and every validation/test label occurs in train."""
+    n = splits["train"]["label"].nunique()
+    if n < 2:
+        raise PipelineError(f"train split has {n} class{'' if n == 1 else 'es'}{after}; need at least 2")
+    seen = set(splits["train"]["label"])
+    for split in ("validation", "test"):
+        unseen = ~splits[split]["label"].isin(seen)
+        if unseen.any():
+            raise PipelineError(f"{split} split, row {int(unseen.idxmax()) + 1}, column 'label': label "
+                                f"'{splits[split]['label'][unseen].iloc[0]}' never occurs in train{after}")
 
 
 def read_splits(in_dir: Path) -> dict:

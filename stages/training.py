@@ -58,8 +58,8 @@ def _better(value: float, best: float, metric: str) -> bool:
 
 def _optimizer(model, p: FinetuneParams) -> torch.optim.Optimizer:
     # No weight decay on biases and LayerNorm weights (BERT's recipe).
-    decay = [w for n, w in model.named_parameters() if w.requires_grad and w.ndim > 1]
-    rest = [w for n, w in model.named_parameters() if w.requires_grad and w.ndim <= 1]
+    trainable = [w for w in model.parameters() if w.requires_grad]
+    decay, rest = [w for w in trainable if w.ndim > 1], [w for w in trainable if w.ndim <= 1]
     return torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay},
                               {"params": rest, "weight_decay": 0.0}], lr=p.learning_rate)
 
