@@ -116,7 +116,7 @@ def read_source(p: IngestParams) -> tuple[dict[str, pd.DataFrame], list[str] | N
     if p.source.startswith("demo:"):
         return {"all": read_demo(p.source.removeprefix("demo:"))}, p.label_names or DEMO_LABEL_NAMES
     if p.source.startswith("hf:"):
-        raw, names = read_hf(p.source.removeprefix("hf:"), p.hf_config)
+        raw, names = read_hf(p.source.removeprefix("hf:"), p.hf_config, p.label_column)
         frames = {k: select_columns(v, p, f"{p.source}[{k}]") for k, v in raw.items() if k in SPLITS}
         if "train" not in frames:
             raise PipelineError(f"{p.source}: no 'train' split (found: {', '.join(raw)})")

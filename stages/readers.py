@@ -89,8 +89,9 @@ def read_table(path: Path, fmt: str, encoding: str) -> pd.DataFrame:
         raise PipelineError(f"{path}: cannot parse as {fmt}: {str(e).strip()}") from None
 
 
-def read_hf(name: str, config: str | None) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
-    """An HF `datasets` data set (needs the hub, or its local cache); returns splits and label names."""
+def read_hf(name: str, config: str | None, label_column: str) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
+    """An HF `datasets` data set (needs the hub, or its local cache); returns splits and the label
+    column's ClassLabel names, if it has them."""
     import datasets
 
     try:
@@ -100,8 +101,5 @@ def read_hf(name: str, config: str | None) -> tuple[dict[str, pd.DataFrame], lis
                             f"{str(e).splitlines()[0] if str(e) else ''}); offline runs need a local "
                             f"file or demo:rotten_tomatoes") from None
     frames = {split: dd[split].to_pandas() for split in dd}
-    names = None
-    for feature in dd[next(iter(dd))].features.values():
-        if isinstance(feature, datasets.ClassLabel):
-            names = list(feature.names)
-    return frames, names
+    feature = dd[next(iter(dd))].features.get(label_column)
+    return frames, list(feature.names) if isinstance(feature, datasets.ClassLabel) else None

@@ -176,3 +176,21 @@ def test_hf_source_loads_a_local_dataset_folder(tmp_path):
 def test_hf_source_unreachable_is_one_line():
     with pytest.raises(PipelineError, match=r"ingest.source 'hf:nobody/no-such-dataset-xyz': could not load"):
         read_source(IngestParams(source="hf:nobody/no-such-dataset-xyz"))
+
+
+def test_hf_label_names_come_from_the_label_column(tmp_path):
+    """With two ClassLabel columns, the names are those of ingest.label_column, not of another one."""
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"]),
+                                  "topic": datasets.ClassLabel(names=["film", "book", "game"])})
+    for split, n in (("train", 40), ("test", 10)):
+        rows = {"text": [f"{split} review {i}" for i in range(n)], "label": [i % 2 for i in range(n)],
+                "topic": [i % 3 for i in range(n)]}  # label before topic: a last-ClassLabel-wins reader fails
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / f"{split}.parquet"))
+    p = IngestParams(source=f"hf:{tmp_path}")
+    frames, names = read_source(p)
+    assert names == ["negative", "positive"]
+    splits, labels = ingest(frames, p, names)
+    assert labels == ["negative", "positive"] and set(splits["train"]["label"]) == {"negative", "positive"}
