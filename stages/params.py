@@ -13,6 +13,8 @@ from stages.io import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
+SEQUENCE_TASK, TOKEN_TASK = "sequence_classification", "token_classification"
+Task = Literal["sequence_classification", "token_classification"]
 
 
 class Strict(BaseModel):
@@ -20,13 +22,17 @@ class Strict(BaseModel):
 
 
 class IngestParams(Strict):
-    # demo:rotten_tomatoes | demo:imdb | a CSV/TSV/JSONL/Parquet path | hf:<dataset name>
+    # demo:rotten_tomatoes | demo:imdb | a CSV/TSV/JSONL/Parquet (or, for NER, CoNLL) path | hf:<dataset name>
     source: str = "demo:rotten_tomatoes"
     validation_file: str | None = None  # with test_file: use given splits instead of splitting
     test_file: str | None = None
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "conll"] = "auto"
     text_column: str = "text"
     label_column: str = "label"
+    tokens_column: str = "tokens"  # token task: the JSONL/Parquet/HF column of word lists
+    tags_column: str = "tags"  # token task: the column of tag lists (strings, or ints with label_names)
+    conll_tag_column: int = -1  # token task: which whitespace-separated CoNLL column holds the tag (-1: last)
+    iob_repair: Literal["repair", "reject"] = "repair"  # token task: I-X after O or after another type
     encoding: str = "utf-8"
     label_names: list[str] | None = None  # names for integer labels 0..n-1, in id order
     hf_config: str | None = None
@@ -51,7 +57,9 @@ class CleanParams(Strict):
     drop_leakage: bool = True  # validation/test texts that also occur in train
 
 
-Operation = Literal["synonym", "insert", "swap", "delete"]
+# EDA for texts; span-preserving ones for NER (synonym on O words, mention replacement, in-segment shuffle)
+Operation = Literal["synonym", "insert", "swap", "delete", "mention", "shuffle"]
+TASK_OPERATIONS = {SEQUENCE_TASK: {"synonym", "insert", "swap", "delete"}, TOKEN_TASK: {"synonym", "mention", "shuffle"}}
 
 
 class AugmentParams(Strict):
@@ -65,6 +73,8 @@ class AugmentParams(Strict):
 class TokenizeParams(Strict):
     max_length: int = Field(128, ge=8)
     batch_size: int = Field(1000, ge=1)  # texts per tokenizer call in datasets.map
+    # token task: label every sub-token of a word (continuations of B-X get I-X) or only the first (rest -100)
+    label_all_subtokens: bool = False
 
 
 class FinetuneParams(Strict):
@@ -77,7 +87,8 @@ class FinetuneParams(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 42
     early_stopping_patience: int = Field(2, ge=1)  # epochs without improvement before stopping
-    best_metric: Literal["accuracy", "f1_macro", "loss"] = "accuracy"
+    # auto: accuracy for sequence classification, entity F1 (seqeval) for token classification
+    best_metric: Literal["auto", "accuracy", "f1_macro", "f1", "loss"] = "auto"
     group_by_length: bool = True  # batches of similar length: less padding, same accuracy
     eval_batch_size: int = Field(128, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -93,10 +104,16 @@ class EvaluateParams(Strict):
 
 class RegisterParams(Strict):
     model_name: str = "sentiment-classifier"
-    metric: Literal["accuracy", "f1_macro", "f1_weighted"] = "accuracy"
+    metric: Literal["auto", "accuracy", "f1_macro", "f1_weighted", "f1", "precision", "recall"] = "auto"
     min_improvement: float = Field(0.0, ge=0)  # champion moves only if beaten by this much
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
+
+
+# Metric names per task: sequence metrics from scikit-learn; token metrics are entity-level (seqeval), but
+# `accuracy` is token accuracy and `f1_macro` the mean of the per-type F1s.
+TASK_METRICS = {SEQUENCE_TASK: ("accuracy", "f1_macro", "f1_weighted", "loss"),
+                TOKEN_TASK: ("f1", "precision", "recall", "f1_macro", "accuracy", "loss")}
 
 
 class ModelParams(Strict):
@@ -113,7 +130,7 @@ warnings.filterwarnings("ignore", message='Field name "register"', category=User
 
 
 class Params(Strict):
-    task: Literal["sequence_classification"] = "sequence_classification"
+    task: Task = SEQUENCE_TASK
     model: ModelParams = ModelParams()
     tracking: TrackingParams = TrackingParams()
     ingest: IngestParams = IngestParams()
@@ -123,6 +140,23 @@ class Params(Strict):
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     register: RegisterParams = RegisterParams()
+
+    @model_validator(mode="after")
+    def _fits_task(self) -> Params:
+        if self.augment.enabled:
+            wrong = [op for op in self.augment.operations if op not in TASK_OPERATIONS[self.task]]
+            if wrong:
+                raise ValueError(f"augment.operations: {wrong} do not fit task {self.task} (choose from "
+                                 f"{sorted(TASK_OPERATIONS[self.task])})")
+        for key, value in (("finetune.best_metric", self.finetune.best_metric), ("register.metric", self.register.metric)):
+            if value != "auto" and value not in TASK_METRICS[self.task]:
+                raise ValueError(f"{key}: '{value}' is not a {self.task} metric (choose from auto, "
+                                 f"{', '.join(TASK_METRICS[self.task])})")
+        return self
+
+    def metric(self, value: str) -> str:
+        """Resolve 'auto': accuracy for sequence classification, entity F1 for token classification."""
+        return ("f1" if self.task == TOKEN_TASK else "accuracy") if value == "auto" else value
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:
