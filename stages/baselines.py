@@ -32,3 +32,16 @@ def probe_predictions(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarr
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
     return clf.fit(train_x, train_y).predict(test_x)
+
+
+@torch.inference_mode()
+def first_subtoken_states(encoder, seqs: list[list[int]], words: list[list[int]], batch_size: int, pad_id: int,
+                          device: torch.device) -> list[np.ndarray]:
+    """Per window: the encoder's last hidden state at each word's first sub-token (word order within the window)."""
+    encoder.eval()
+    out: list[np.ndarray] = [np.empty(0)] * len(seqs)
+    for idx, ids, mask in sorted_batches(seqs, batch_size, pad_id, device):
+        hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state.float().cpu().numpy()
+        for row, i in enumerate(idx):
+            out[i] = hidden[row, np.flatnonzero(np.asarray(words[i]) >= 0)]
+    return out

@@ -1,5 +1,8 @@
 """Evaluate the fine-tuned model on the test split, beside baselines that show what fine-tuning bought.
 
+Sequence classification: accuracy, P/R/F1, confusion over labels. Token classification: entity-level
+P/R/F1 (seqeval, default and strict IOB2), per type, token accuracy, and a word-level type confusion.
+
 Writes `reports/metrics.json` (DVC metrics) and `reports/plots/` (confusion matrix PNG for MLflow,
 confusion.csv and per_class.csv for `dvc plots`), and adds all of it to the pipeline's MLflow run.
 """
@@ -14,10 +17,10 @@ import pandas as pd
 
 from stages import tracking
 from stages.baselines import majority_predictions, mean_pooled, probe_predictions
-from stages.io import atomic_dir, read_json, read_splits, write_json
+from stages.io import PipelineError, atomic_dir, read_json, read_splits, write_json
 from stages.metrics import classification_metrics, confusion, per_class
 from stages.modeling import load_classifier, load_encoder, load_tokenizer, pick_device, predict_logits
-from stages.params import EvaluateParams, Params, load_params
+from stages.params import SEQUENCE_TASK, TOKEN_TASK, EvaluateParams, Params, load_params
 
 TOKENIZED, CLEAN, MODEL = Path("data/tokenized"), Path("data/clean"), Path("models/finetuned")
 METRICS, PLOTS = Path("reports/metrics.json"), Path("reports/plots")
@@ -57,35 +60,66 @@ def frozen_probe(params: Params, p: EvaluateParams, max_length: int, labels: lis
     return probe_predictions(embed(train["text"]), train["label"].map(label2id).to_numpy(), embed(clean["test"]["text"]))
 
 
-def main() -> None:
-    import datasets
-
-    params = load_params()
+def evaluate_sequences(params: Params, tokenized, model, labels: list[str], max_length: int, pad_id: int, device):
+    """Test metrics, baselines and per-class rows for sequence classification; plus (actual, predicted) names."""
     p = params.evaluate
-    tokenized = datasets.load_from_disk(str(TOKENIZED))
     test, train_labels = tokenized["test"], np.asarray(tokenized["train"]["label"])
-    pipeline = read_json(MODEL / "pipeline.json")
-    labels = pipeline["labels"]
-    device = pick_device(params.finetune.device)
-    model = load_classifier(str(MODEL)).to(device)
     y_true = np.asarray(test["label"])
-    y_pred = predict_logits(model, list(test["input_ids"]), p.batch_size, load_tokenizer(str(MODEL)).pad_token_id,
-                            device).argmax(-1)
+    y_pred = predict_logits(model, list(test["input_ids"]), p.batch_size, pad_id, device).argmax(-1)
     metrics = {"test": classification_metrics(y_true, y_pred), "baselines": {}}
     if "majority" in p.baselines:
         metrics["baselines"]["majority"] = classification_metrics(y_true, majority_predictions(train_labels, len(y_true)))
     if "frozen_probe" in p.baselines:
         metrics["baselines"]["frozen_probe"] = classification_metrics(
-            y_true, frozen_probe(params, p, pipeline["max_length"], labels, device))
-    metrics["gain_accuracy"] = {name: round(metrics["test"]["accuracy"] - b["accuracy"], 4)
-                                for name, b in metrics["baselines"].items()}
+            y_true, frozen_probe(params, p, max_length, labels, device))
     rows = per_class(y_true, y_pred, labels)
+    names = np.asarray(labels)
+    return metrics, rows, list(names[y_true]), list(names[y_pred]), labels
+
+
+def evaluate_tokens(params: Params, tokenized, model, labels: list[str], pad_id: int, device):
+    """Entity-level metrics (seqeval default and strict), baselines and per-type rows for token classification;
+    plus word-level (actual type, predicted type) pairs."""
+    from stages.entities import entity_scores, per_type, split_predictions, token_baselines, type_confusion
+
+    p = params.evaluate
+    y_true, y_pred, _ = split_predictions(model, tokenized["test"], labels, p.batch_size, pad_id, device)
+    metrics = {"test": entity_scores(y_true, y_pred), "baselines": {}}
+    encoder = load_encoder(params.model.name).to(device) if "frozen_probe" in p.baselines else None
+    for name, pred in token_baselines(tokenized["train"], tokenized["test"], labels, p.baselines,
+                                      p.probe_max_train_rows, encoder, p.batch_size, pad_id, device).items():
+        metrics["baselines"][name] = entity_scores(y_true, pred)
+    actual, predicted = type_confusion(y_true, y_pred)
+    return metrics, per_type(y_true, y_pred), actual, predicted, sorted(set(actual) | set(predicted))
+
+
+def main() -> None:
+    import datasets
+
+    params = load_params()
+    tokenized = datasets.load_from_disk(str(TOKENIZED))
+    pipeline = read_json(MODEL / "pipeline.json")
+    labels, task = pipeline["labels"], pipeline.get("task", SEQUENCE_TASK)
+    if task != params.task:
+        raise PipelineError(f"{MODEL}: trained for {task}, but params.yaml task is {params.task} (run dvc repro)")
+    device = pick_device(params.finetune.device)
+    model = load_classifier(str(MODEL), task=task).to(device)
+    pad_id = load_tokenizer(str(MODEL)).pad_token_id
+    if task == TOKEN_TASK:
+        metrics, rows, actual, predicted, classes = evaluate_tokens(params, tokenized, model, labels, pad_id, device)
+    else:
+        metrics, rows, actual, predicted, classes = evaluate_sequences(params, tokenized, model, labels,
+                                                                      pipeline["max_length"], pad_id, device)
+    primary = params.metric("auto")  # accuracy, or entity F1
+    metrics[f"gain_{primary}"] = {name: round(metrics["test"][primary] - b[primary], 4)
+                                  for name, b in metrics["baselines"].items()}
     metrics["per_class"] = {r["label"]: {k: v for k, v in r.items() if k != "label"} for r in rows}
     with atomic_dir(PLOTS) as tmp:
-        pd.DataFrame({"actual": np.asarray(labels)[y_true], "predicted": np.asarray(labels)[y_pred]}).to_csv(
-            tmp / "confusion.csv", index=False)
+        pd.DataFrame({"actual": actual, "predicted": predicted}).to_csv(tmp / "confusion.csv", index=False)
         pd.DataFrame(rows).to_csv(tmp / "per_class.csv", index=False)
-        confusion_png(confusion(y_true, y_pred, len(labels)), labels, tmp / "confusion_matrix.png")
+        index = {c: i for i, c in enumerate(classes)}
+        cm = confusion(np.asarray([index[a] for a in actual]), np.asarray([index[x] for x in predicted]), len(classes))
+        confusion_png(cm, classes, tmp / "confusion_matrix.png")
     write_json(METRICS, metrics)
     with tracking.resume_run() as run:
         import mlflow
@@ -96,8 +130,8 @@ def main() -> None:
         mlflow.log_metrics(flat)
         mlflow.log_artifacts(str(PLOTS), artifact_path="plots")
         mlflow.log_artifact(str(METRICS), artifact_path="reports")
-    log.info("test accuracy %.4f, f1_macro %.4f; baselines %s; run %s", metrics["test"]["accuracy"],
-             metrics["test"]["f1_macro"], {n: round(b["accuracy"], 4) for n, b in metrics["baselines"].items()},
+    log.info("test %s %.4f, f1_macro %.4f; baselines %s; run %s", primary, metrics["test"][primary],
+             metrics["test"]["f1_macro"], {n: round(b[primary], 4) for n, b in metrics["baselines"].items()},
              run.info.run_id)
 
 

@@ -1,4 +1,4 @@
-"""Fine-tune the pretrained encoder with a classification head on the tokenized train split.
+"""Fine-tune the pretrained encoder with a sequence or token classification head on the tokenized train split.
 
 Writes `models/finetuned/` (HF folder: safetensors, tokenizer, label map, pipeline.json),
 `reports/train.json` (summary metrics), `reports/train_curves.csv` (per-epoch curves) and the
@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from stages import tracking
+from stages.align import IGNORE
 from stages.io import PipelineError, atomic_dir, read_json, write_json
 from stages.modeling import load_classifier, load_tokenizer, pick_device
-from stages.params import load_params
-from stages.training import train
+from stages.params import TOKEN_TASK, load_params
+from stages.training import sequence_validator, train
 
 IN, OUT = Path("data/tokenized"), Path("models/finetuned")
 SUMMARY, CURVES = Path("reports/train.json"), Path("reports/train_curves.csv")
@@ -35,19 +36,32 @@ def main() -> None:
         raise PipelineError(f"{IN}: no tokenized data (run dvc repro tokenize)")
     dd = datasets.load_from_disk(str(IN))
     labels = read_json(IN / "labels.json")["names"]
-    max_length = read_json(IN / "settings.json")["max_length"]
+    settings = read_json(IN / "settings.json")
+    if settings.get("task", params.task) != params.task:
+        raise PipelineError(f"{IN}: tokenized for {settings['task']}, but params.yaml task is {params.task} (run dvc repro)")
+    max_length = settings["max_length"]
     device = pick_device(p.device)
     set_seed(p.seed)  # before the model: the new head's initial weights come from this seed
     tokenizer = load_tokenizer(params.model.name)
-    model = load_classifier(params.model.name, labels)
+    model = load_classifier(params.model.name, labels, params.task)
+    metric = params.metric(p.best_metric)
     log.info("%s on %s: %d train, %d validation rows, %d labels", params.model.name, device,
              len(dd["train"]), len(dd["validation"]), len(labels))
     run_id = tracking.start_run(params.tracking.experiment, params.model_dump(mode="json"))
     try:
         # Plain lists once: a datasets Column reads Arrow on every index.
-        train_split, val_split = dd["train"], dd["validation"]
-        result = train(model, list(train_split["input_ids"]), list(train_split["label"]), list(val_split["input_ids"]),
-                       list(val_split["label"]), p, tokenizer.pad_token_id, device, tracking.EpochLogger())
+        pad, val = tokenizer.pad_token_id, dd["validation"]
+        seqs, targets = list(dd["train"]["input_ids"]), list(dd["train"]["label"])
+        if params.task == TOKEN_TASK:
+            from stages.entities import token_validator
+
+            validate = token_validator(val, labels, p.eval_batch_size, pad, device)
+            # a window whose words all lack sub-tokens carries no label: nothing to learn from it
+            keep = [i for i, t in enumerate(targets) if any(x != IGNORE for x in t)]
+            seqs, targets = [seqs[i] for i in keep], [targets[i] for i in keep]
+        else:
+            validate = sequence_validator(list(val["input_ids"]), list(val["label"]), p.eval_batch_size, pad, device)
+        result = train(model, seqs, targets, validate, p, metric, pad, device, tracking.EpochLogger())
         with atomic_dir(OUT) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -68,7 +82,7 @@ def main() -> None:
         raise
     tracking.end_run()
     log.info("best epoch %d (val %s %.4f), %.1f samples/s, padding %.1f%%, run %s", result.best_epoch,
-             p.best_metric, result.best_value, summary["train_samples_per_s"], 100 * summary["padding_share"], run_id)
+             metric, result.best_value, summary["train_samples_per_s"], 100 * summary["padding_share"], run_id)
 
 
 if __name__ == "__main__":

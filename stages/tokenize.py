@@ -1,6 +1,7 @@
 """Tokenize every split with the model's fast tokenizer: truncate at max_length, no padding.
 
-Padding happens per batch at training time. `reports/tokenize.json` holds token-length
+For token classification, sentences are aligned word → sub-tokens and cut into windows instead of
+truncated (stages.align). Padding happens per batch at training time. `reports/tokenize.json` holds token-length
 percentiles (before truncation) and the share of texts that were truncated.
 """
 
@@ -13,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from stages.align import AlignStats, Wrapper, align, continuation_ids, word_pieces
 from stages.io import SPLITS, PipelineError, atomic_dir, read_labels, read_splits, write_json
 from stages.modeling import load_tokenizer
-from stages.params import TokenizeParams, load_params
+from stages.params import TOKEN_TASK, TokenizeParams, load_params
 
 IN, OUT, REPORT = Path("data/augmented"), Path("data/tokenized"), Path("reports/tokenize.json")
 log = logging.getLogger(__name__)
@@ -23,12 +25,11 @@ log = logging.getLogger(__name__)
 
 def special_layout(tokenizer) -> tuple[int, int]:
     """How many special tokens the tokenizer puts before and after a single text ([CLS] x [SEP]: 1, 1)."""
-    ids = tokenizer("a")["input_ids"]
-    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-    for start in range(len(ids) - len(bare) + 1):
-        if ids[start : start + len(bare)] == bare:
-            return start, len(ids) - start - len(bare)
-    raise PipelineError("tokenizer: cannot locate the text among its special tokens")
+    try:
+        wrap = Wrapper.of(tokenizer)
+    except ValueError as e:
+        raise PipelineError(str(e)) from None
+    return wrap.n_pre, wrap.n_special - wrap.n_pre
 
 
 def length_stats(lengths: np.ndarray, max_length: int) -> dict:
@@ -38,6 +39,15 @@ def length_stats(lengths: np.ndarray, max_length: int) -> dict:
     return {"rows": int(len(lengths)), "mean": round(float(lengths.mean()), 1),
             "p50": int(q[0]), "p90": int(q[1]), "p95": int(q[2]), "p99": int(q[3]), "max": int(lengths.max()),
             "truncated_share": round(float((lengths > max_length).mean()), 4)}
+
+
+def fingerprint(tokenizer, settings: str, frame: pd.DataFrame) -> str:
+    """A content-derived datasets fingerprint. datasets would derive it from the pickled tokenizer, which
+    holds its install path, so the same tokens saved from two checkouts hashed differently in dvc.lock."""
+    h = hashlib.sha256(hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest().encode())
+    h.update(f"|{settings}".encode())
+    h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:32]
 
 
 def tokenize(splits: dict[str, pd.DataFrame], tokenizer, labels: list[str], p: TokenizeParams):
@@ -57,21 +67,51 @@ def tokenize(splits: dict[str, pd.DataFrame], tokenizer, labels: list[str], p: T
         return {"input_ids": [s if len(s) <= p.max_length else s[:keep] + s[len(s) - n_suf:] for s in enc],
                 "label": [label2id[x] for x in batch["label"]], "n_tokens": [len(s) for s in enc]}
 
-    # datasets would fingerprint the result from the pickled tokenizer, which holds its install path, so
-    # the same tokens saved from two checkouts hashed differently in dvc.lock. Derive it from content.
-    vocab = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
-
-    def fingerprint(name: str, df: pd.DataFrame) -> str:
-        h = hashlib.sha256(f"{vocab}|{p.max_length}|{labels}|{name}".encode())
-        h.update(pd.util.hash_pandas_object(df[["text", "label"]], index=False).to_numpy().tobytes())
-        return h.hexdigest()[:32]
-
     out, report = {}, {"max_length": p.max_length, "splits": {}}
     for name in SPLITS:
         ds = datasets.Dataset.from_pandas(splits[name][["text", "label"]], preserve_index=False)
-        out[name] = ds.map(encode, batched=True, batch_size=p.batch_size, remove_columns=["text"],
-                           features=features, new_fingerprint=fingerprint(name, splits[name]))
+        out[name] = ds.map(encode, batched=True, batch_size=p.batch_size, remove_columns=["text"], features=features,
+                           new_fingerprint=fingerprint(tokenizer, f"{p.max_length}|{labels}|{name}", splits[name][["text", "label"]]))
         report["splits"][name] = length_stats(np.asarray(out[name]["n_tokens"]), p.max_length)
+    return datasets.DatasetDict(out), report
+
+
+def tokenize_sentences(splits: dict[str, pd.DataFrame], tokenizer, labels: list[str], p: TokenizeParams):
+    """Pure core for token classification: windows of sub-tokens with aligned label ids (see stages.align),
+    the word index of each word's first sub-token, and the sentence each window came from."""
+    import datasets
+    import pyarrow as pa
+
+    special_layout(tokenizer)  # a clear error for a tokenizer without a locatable layout
+    wrap = Wrapper.of(tokenizer)
+    budget = p.max_length - wrap.n_special
+    label2id = {n: i for i, n in enumerate(labels)}
+    continuation = continuation_ids(labels) if p.label_all_subtokens else None
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")),
+                                  "label": datasets.List(datasets.Value("int64")),
+                                  "word": datasets.List(datasets.Value("int32")),
+                                  "sentence": datasets.Value("int64"), "n_tokens": datasets.Value("int32"),
+                                  "word_labels": datasets.List(datasets.Value("int64"))})
+    out, report = {}, {"max_length": p.max_length, "label_all_subtokens": p.label_all_subtokens, "splits": {}}
+    for name in SPLITS:
+        df, stats, rows = splits[name], AlignStats(), []
+        sentences = [list(map(str, t)) for t in df["tokens"]]
+        for start in range(0, len(sentences), p.batch_size):
+            chunk = sentences[start : start + p.batch_size]
+            for k, pieces in enumerate(word_pieces(tokenizer, chunk) if chunk else []):
+                i = start + k
+                tags = [label2id[t] for t in df["tags"].iat[i]]
+                for w in align(pieces, tags, i, budget, wrap, continuation, stats):
+                    rows.append((w.input_ids, w.labels, w.words, w.sentence, stats.n_tokens[-1], w.word_labels))
+        columns = dict(zip(features, map(list, zip(*rows)))) if rows else {k: [] for k in features}
+        joined = pd.DataFrame({c: df[c].map(" ".join) for c in ("tokens", "tags")})  # lists do not hash
+        settings = f"{p.max_length}|{p.label_all_subtokens}|{labels}|{name}"
+        table = pa.Table.from_pydict(columns, schema=features.arrow_schema)
+        out[name] = datasets.Dataset(table, info=datasets.DatasetInfo(features=features),
+                                     fingerprint=fingerprint(tokenizer, settings, joined))
+        report["splits"][name] = length_stats(np.asarray(stats.n_tokens), p.max_length) | {
+            "windows": stats.windows, "windowed_sentences": stats.windowed_sentences,
+            "empty_words": stats.empty_words, "truncated_words": stats.truncated_words}
     return datasets.DatasetDict(out), report
 
 
@@ -79,15 +119,18 @@ def main() -> None:
     params = load_params()
     splits, labels = read_splits(IN), read_labels(IN)
     tokenizer = load_tokenizer(params.model.name)
-    dd, report = tokenize(splits, tokenizer, labels, params.tokenize)
+    core = tokenize_sentences if params.task == TOKEN_TASK else tokenize
+    dd, report = core(splits, tokenizer, labels, params.tokenize)
     with atomic_dir(OUT) as tmp:
         dd.save_to_disk(str(tmp))
         write_json(tmp / "labels.json", {"names": labels})
-        write_json(tmp / "settings.json", {"max_length": params.tokenize.max_length, "model": params.model.name})
+        write_json(tmp / "settings.json", {"task": params.task, "max_length": params.tokenize.max_length,
+                                           "model": params.model.name})
     write_json(REPORT, report)
     for name, s in report["splits"].items():
-        log.info("%s: %d texts, tokens p50 %d p95 %d max %d, truncated %.1f%%",
-                 name, s["rows"], s["p50"], s["p95"], s["max"], 100 * s["truncated_share"])
+        cut = (f"{s['windowed_sentences']} sentences split into windows" if "windows" in s
+               else f"truncated {100 * s['truncated_share']:.1f}%")
+        log.info("%s: %d rows, tokens p50 %d p95 %d max %d, %s", name, s["rows"], s["p50"], s["p95"], s["max"], cut)
 
 
 if __name__ == "__main__":

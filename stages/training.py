@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from stages.align import IGNORE
 from stages.metrics import classification_metrics
 from stages.modeling import autocast_dtype, pad_batch, predict_logits
 from stages.params import FinetuneParams
@@ -64,21 +66,36 @@ def _optimizer(model, p: FinetuneParams) -> torch.optim.Optimizer:
                               {"params": rest, "weight_decay": 0.0}], lr=p.learning_rate)
 
 
-def evaluate_split(model, seqs, labels, p: FinetuneParams, pad_id: int, device, dtype) -> dict[str, float]:
-    logits = torch.from_numpy(predict_logits(model, seqs, p.eval_batch_size, pad_id, device, dtype))
-    loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels)).item()
-    return {"loss": loss} | classification_metrics(np.asarray(labels), logits.argmax(-1).numpy())
+Validate = Callable[[torch.nn.Module, "torch.dtype | None"], dict[str, float]]  # model, autocast dtype → metrics
 
 
-def train(model, train_seqs: list[list[int]], train_labels: list[int], val_seqs: list[list[int]],
-          val_labels: list[int], p: FinetuneParams, pad_id: int, device: torch.device,
-          callbacks: Callbacks = NoCallbacks()) -> TrainResult:
-    """Fine-tune `model` in place; on return it holds the weights of the best validation epoch."""
+def sequence_validator(seqs: list[list[int]], labels: list[int], batch_size: int, pad_id: int, device) -> Validate:
+    """Validation for sequence classification: loss, accuracy, macro/weighted P/R/F1."""
+    def validate(model, dtype) -> dict[str, float]:
+        logits = torch.from_numpy(predict_logits(model, seqs, batch_size, pad_id, device, dtype))
+        loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels)).item()
+        return {"loss": loss} | classification_metrics(np.asarray(labels), logits.argmax(-1).numpy())
+    return validate
+
+
+def batch_targets(labels: list, idx: np.ndarray, width: int) -> torch.Tensor:
+    """One label per sequence, or (token classification) one per position, right-padded with IGNORE."""
+    if not isinstance(labels[0], list):
+        return torch.as_tensor([labels[i] for i in idx])
+    out = torch.full((len(idx), width), IGNORE, dtype=torch.long)
+    for row, i in enumerate(idx):
+        out[row, : len(labels[i])] = torch.as_tensor(labels[i])
+    return out
+
+
+def train(model, train_seqs: list[list[int]], train_labels: list, validate: Validate, p: FinetuneParams, metric: str,
+          pad_id: int, device: torch.device, callbacks: Callbacks = NoCallbacks()) -> TrainResult:
+    """Fine-tune `model` in place; on return it holds the weights of the best validation epoch by `metric`.
+    `train_labels` holds a label id per sequence, or a list of label ids (IGNORE: no loss) per token."""
     rng = np.random.default_rng(p.seed)
     dtype = autocast_dtype(device, p.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     lengths = np.array([len(s) for s in train_seqs])
-    labels_t = torch.as_tensor(train_labels)
     batches_per_epoch = math.ceil(len(train_seqs) / p.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / p.gradient_accumulation_steps)
     total_steps = steps_per_epoch * p.epochs
@@ -100,7 +117,9 @@ def train(model, train_seqs: list[list[int]], train_labels: list[int], val_seqs:
             ids, mask = pad_batch([train_seqs[i] for i in idx], pad_id)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels_t[idx].to(device))
+            # (batch, labels) or (batch, positions, labels) → rows of logits; IGNORE positions add nothing
+            targets = batch_targets(train_labels, idx, ids.shape[1]).to(device)
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), ignore_index=IGNORE)
             scaler.scale(loss / p.gradient_accumulation_steps).backward()
             loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1
             seen, real_tokens, padded_tokens = seen + len(idx), real_tokens + int(lengths[idx].sum()), padded_tokens + ids.numel()
@@ -118,25 +137,26 @@ def train(model, train_seqs: list[list[int]], train_labels: list[int], val_seqs:
             bar.set_postfix(epoch=epoch, loss=f"{loss_sum / n_batches:.4f}", refresh=False)
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
-        val = evaluate_split(model, val_seqs, val_labels, p, pad_id, device, dtype)
+        val = validate(model, dtype)
         metrics = {"train_loss": loss_sum / max(1, n_batches), **{f"val_{k}": v for k, v in val.items()},
                    "epoch_seconds": epoch_seconds, "train_samples_per_s": len(train_seqs) / epoch_seconds}
         result.history.append({"epoch": epoch, **metrics})
         callbacks.on_epoch(epoch, metrics)
-        log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.4f, val f1 %.4f, %.0f samples/s",
-                 epoch, metrics["train_loss"], val["loss"], val["accuracy"], val["f1_macro"], metrics["train_samples_per_s"])
-        if _better(val[p.best_metric], result.best_value, p.best_metric):
-            result.best_epoch, result.best_value, bad_epochs = epoch, val[p.best_metric], 0
+        log.info("epoch %d: train loss %.4f, val %s, %.0f samples/s", epoch, metrics["train_loss"],
+                 ", ".join(f"{k} {v:.4f}" for k, v in val.items() if k in ("loss", "accuracy", "f1", "f1_macro")),
+                 metrics["train_samples_per_s"])
+        if _better(val[metric], result.best_value, metric):
+            result.best_epoch, result.best_value, bad_epochs = epoch, val[metric], 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
             if bad_epochs >= p.early_stopping_patience and epoch < p.epochs:
                 result.stopped_early = True
-                log.info("early stop: no %s gain for %d epoch(s)", p.best_metric, bad_epochs)
+                log.info("early stop: no %s gain for %d epoch(s)", metric, bad_epochs)
                 break
     bar.close()
     model.load_state_dict(best_state)
-    result.summary = {"best_epoch": result.best_epoch, f"best_val_{p.best_metric}": result.best_value,
+    result.summary = {"best_epoch": result.best_epoch, f"best_val_{metric}": result.best_value,
                       "epochs_run": len(result.history), "train_seconds": round(train_seconds, 1),
                       "train_samples_per_s": round(seen / train_seconds, 2),
                       "train_real_tokens_per_s": round(real_tokens / train_seconds, 1),

@@ -6,7 +6,9 @@ import torch
 
 from stages.modeling import load_classifier
 from stages.params import FinetuneParams
-from stages.training import make_batches, train
+from stages.training import make_batches, sequence_validator, train
+
+CPU = torch.device("cpu")
 
 
 def test_batches_cover_every_row_once_and_group_by_length():
@@ -50,14 +52,13 @@ def test_learns_a_separable_task_and_restores_best(tiny_model_dir):
     (xs, ys), (vx, vy) = toy(400, 0), toy(100, 1)
     p = FinetuneParams(learning_rate=3e-3, epochs=6, batch_size=16, log_every_steps=10, early_stopping_patience=6)
     rec = Recorder()
-    result = train(model, xs, ys, vx, vy, p, 0, torch.device("cpu"), rec)
+    validate = sequence_validator(vx, vy, 64, 0, CPU)
+    result = train(model, xs, ys, validate, p, "accuracy", 0, CPU, rec)
     accs = [h["val_accuracy"] for h in result.history]
     assert max(accs) >= 0.9
     assert result.best_epoch == int(np.argmax(accs)) + 1 and result.best_value == max(accs)
     assert [e for e, _ in rec.epochs] == list(range(1, 7)) and rec.steps[:2] == [10, 20]
-    from stages.training import evaluate_split
-
-    again = evaluate_split(model, vx, vy, p, 0, torch.device("cpu"), None)
+    again = validate(model, None)
     assert again["accuracy"] == pytest.approx(max(accs))  # the model holds the best epoch's weights
     s = result.summary
     assert s["train_samples_per_s"] > 0 and 0 <= s["padding_share"] < 0.5 and s["epochs_run"] == 6
@@ -67,7 +68,7 @@ def test_early_stopping(tiny_model_dir):
     model = load_classifier(str(tiny_model_dir), ["no", "yes"])
     xs, ys = toy(64, 0)
     p = FinetuneParams(learning_rate=1e-9, epochs=10, batch_size=16, early_stopping_patience=1, best_metric="loss")
-    result = train(model, xs, ys, xs, ys, p, 0, torch.device("cpu"))
+    result = train(model, xs, ys, sequence_validator(xs, ys, 64, 0, CPU), p, "loss", 0, CPU)
     assert result.stopped_early and len(result.history) < 10
 
 
@@ -75,6 +76,45 @@ def test_gradient_accumulation_counts_optimizer_steps(tiny_model_dir):
     model = load_classifier(str(tiny_model_dir), ["no", "yes"])
     xs, ys = toy(64, 0)
     rec = Recorder()
-    train(model, xs, ys, xs, ys, FinetuneParams(epochs=1, batch_size=8, gradient_accumulation_steps=4, log_every_steps=1),
-          0, torch.device("cpu"), rec)
+    train(model, xs, ys, sequence_validator(xs, ys, 64, 0, CPU),
+          FinetuneParams(epochs=1, batch_size=8, gradient_accumulation_steps=4, log_every_steps=1), "accuracy", 0, CPU, rec)
     assert rec.steps == [1, 2]  # 8 batches / 4 accumulation = 2 optimizer steps
+
+
+def test_token_classification_learns_tags_and_selects_by_entity_f1(tiny_model_dir):
+    """Words 3000-3009 are people (B-PER, then I-PER for a following 3010-3019), the rest O: after training,
+    validation entity F1 (seqeval over word tags rebuilt from windows) is high and drives the best epoch."""
+    import datasets
+
+    from stages.align import IGNORE
+    from stages.entities import token_validator
+
+    names = ["O", "B-PER", "I-PER"]
+    rng = np.random.default_rng(0)
+
+    def sentences(n):
+        rows = []
+        for s in range(n):
+            ids, tags = [], []
+            for _ in range(rng.integers(3, 9)):
+                if rng.random() < 0.3:
+                    ids += [int(rng.integers(3000, 3010)), int(rng.integers(3010, 3020))]
+                    tags += [1, 2]
+                else:
+                    ids.append(int(rng.integers(4000, 4100)))
+                    tags.append(0)
+            n_words = len(ids)
+            rows.append({"input_ids": [101, *ids, 102], "label": [IGNORE, *tags, IGNORE], "sentence": s,
+                         "word": [-1, *range(n_words), -1], "word_labels": tags})
+        return rows
+
+    train_rows, val_rows = sentences(300), sentences(60)
+    val = datasets.Dataset.from_list(val_rows)
+    torch.manual_seed(0)
+    model = load_classifier(str(tiny_model_dir), names, "token_classification")
+    p = FinetuneParams(learning_rate=3e-3, epochs=4, batch_size=16, early_stopping_patience=4)
+    result = train(model, [r["input_ids"] for r in train_rows], [r["label"] for r in train_rows],
+                   token_validator(val, names, 64, 0, CPU), p, "f1", 0, CPU)
+    f1s = [h["val_f1"] for h in result.history]
+    assert max(f1s) >= 0.9 and result.best_value == max(f1s) and result.best_epoch == int(np.argmax(f1s)) + 1
+    assert {"val_strict_f1", "val_accuracy", "val_f1_macro", "val_loss"} <= set(result.history[0])
