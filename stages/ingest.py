@@ -2,17 +2,20 @@
 
 The split is stratified and keyed on a seeded hash of each text, not on row order: the same text
 always lands in the same split, so the test split stays stable when rows are added or reordered.
+The token task (NER) reads sentences instead (`stages/sentences.py`) and shares the source forms and
+the hash split defined here.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from stages.io import SPLITS, PipelineError, check_labels, write_splits
-from stages.params import IngestParams, load_params
+from stages.params import TOKEN_TASK, IngestParams, load_params
 from stages.readers import DEMO_LABEL_NAMES, read_demo, read_hf, read_table
 
 OUT = Path("data/raw")
@@ -24,12 +27,18 @@ def _hash_order(texts: pd.Series, seed: int, salt: str) -> pd.Series:
     return pd.util.hash_pandas_object(texts, index=False, hash_key=key)
 
 
-def select_columns(df: pd.DataFrame, p: IngestParams, where: str) -> pd.DataFrame:
-    """Keep the text and label columns, as `text`/`label`; missing columns or labels are errors."""
-    for param, col in (("text_column", p.text_column), ("label_column", p.label_column)):
+def require_columns(df: pd.DataFrame, p: IngestParams, params: tuple[str, ...], where: str) -> None:
+    """Each `ingest.<param>` names a column of `df`, or a one-line error lists the columns present."""
+    for param in params:
+        col = getattr(p, param)
         if col not in df.columns:
             present = ", ".join(map(str, df.columns)) or "none"
             raise PipelineError(f"{where}: no column '{col}' (ingest.{param}); columns present: {present}")
+
+
+def select_columns(df: pd.DataFrame, p: IngestParams, where: str) -> pd.DataFrame:
+    """Keep the text and label columns, as `text`/`label`; missing columns or labels are errors."""
+    require_columns(df, p, ("text_column", "label_column"), where)
     out = pd.DataFrame({"text": df[p.text_column], "label": df[p.label_column]}).reset_index(drop=True)
     missing = out["label"].isna() | (out["label"].astype(str).str.strip() == "")
     if missing.any():
@@ -66,11 +75,17 @@ def _where(idx) -> str:
     return (f"{part} part, " if part else "") + f"row {int(row) + 1}, column 'label'"
 
 
-def stratified_split(df: pd.DataFrame, p: IngestParams, with_validation: bool = True) -> dict:
-    """Per label, order rows by a seeded text hash; the first test_size go to test, then validation."""
-    order = _hash_order(df["text"], p.split_seed, "split")
+def _groups(df: pd.DataFrame, by: str | None) -> list:
+    """Row indexes per stratum (per value of `by`, sorted), or one group of every row."""
+    return list(df.groupby(by, sort=True).groups.values()) if by else [df.index]
+
+
+def stratified_split(df: pd.DataFrame, p: IngestParams, with_validation: bool = True,
+                     key: str = "text", by: str | None = "label") -> dict:
+    """Per `by` value, order rows by a seeded hash of `key`; the first test_size go to test, then validation."""
+    order = _hash_order(df[key], p.split_seed, "split")
     parts: dict[str, list] = {s: [] for s in SPLITS}
-    for _, idx in df.groupby("label", sort=True).groups.items():
+    for idx in _groups(df, by):
         ranked = order[idx].sort_values(kind="stable").index
         n_test = round(len(ranked) * p.test_size)
         n_val = round(len(ranked) * p.validation_size) if with_validation else 0
@@ -80,13 +95,13 @@ def stratified_split(df: pd.DataFrame, p: IngestParams, with_validation: bool = 
     return {s: df.loc[sorted(parts[s])].reset_index(drop=True) for s in SPLITS}
 
 
-def subsample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
-    """A stratified, seeded subsample of `n` rows (per label in proportion); None keeps every row."""
+def subsample(df: pd.DataFrame, n: int | None, seed: int, key: str = "text", by: str | None = "label") -> pd.DataFrame:
+    """A stratified, seeded subsample of `n` rows (per `by` value in proportion); None keeps every row."""
     if n is None or n >= len(df):
         return df
-    order = _hash_order(df["text"], seed, "sub")
+    order = _hash_order(df[key], seed, "sub")
     keep = []
-    for _, idx in df.groupby("label", sort=True).groups.items():
+    for idx in _groups(df, by):
         keep.extend(order[idx].sort_values(kind="stable").index[: max(1, round(len(idx) * n / len(df)))])
     return df.loc[sorted(keep)].reset_index(drop=True)
 
@@ -98,26 +113,41 @@ def ingest(frames: dict[str, pd.DataFrame], p: IngestParams, names: list[str] | 
     stacked = pd.concat(list(frames.values()), keys=list(frames), names=["part", "row"])
     named, label_list = label_names(stacked["label"], given)
     frames = {k: f.assign(label=named.loc[k].to_numpy()) for k, f in frames.items()}
-    if "all" in frames:
-        splits = stratified_split(subsample(frames["all"], p.max_rows, p.split_seed), p)
-    else:
-        train = subsample(frames["train"], p.max_rows, p.split_seed)
-        if "validation" in frames:
-            splits = {"train": train, "validation": frames["validation"], "test": frames["test"]}
-        else:  # train + test given: carve validation out of train
-            carved = stratified_split(train, p.model_copy(update={"test_size": p.validation_size}), False)
-            splits = {"train": carved["train"], "validation": carved["test"], "test": frames["test"]}
+    splits = assemble(frames, p)
     check_labels(splits)
     return splits, label_list
+
+
+def assemble(frames: dict[str, pd.DataFrame], p: IngestParams, key: str = "text", by: str | None = "label") -> dict:
+    """{'all'} → subsample, then split; {'train','test'} → validation carved out of train; all three → as given.
+    Only train (or 'all') is subsampled by max_rows: the given test split stays whole."""
+    if "all" in frames:
+        return stratified_split(subsample(frames["all"], p.max_rows, p.split_seed, key, by), p, True, key, by)
+    train = subsample(frames["train"], p.max_rows, p.split_seed, key, by)
+    if "validation" in frames:
+        return {"train": train, "validation": frames["validation"], "test": frames["test"]}
+    carved = stratified_split(train, p.model_copy(update={"test_size": p.validation_size}), False, key, by)
+    return {"train": carved["train"], "validation": carved["test"], "test": frames["test"]}
 
 
 def read_source(p: IngestParams) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
     """Shell: read whatever `ingest.source` names into raw frames (columns text, label)."""
     if p.source.startswith("demo:"):
         return {"all": read_demo(p.source.removeprefix("demo:"))}, p.label_names or DEMO_LABEL_NAMES
+    return read_frames(p, lambda f: select_columns(read_table(Path(f), p.format, p.encoding), p, f),
+                       lambda df, where, names: select_columns(df, p, where), p.label_column)
+
+
+def read_frames(p: IngestParams, read_file: Callable[[str], pd.DataFrame],
+                select: Callable[[pd.DataFrame, str, list[str] | None], pd.DataFrame],
+                names_column: str) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
+    """The source forms both tasks share: `hf:<name>` (its train/validation/test splits; 'all' without a
+    test split), one file ('all', split here), or source + test_file (+ validation_file) as given splits.
+    `read_file(path)` reads one local file; `select(frame, where, names)` keeps and checks an HF split's
+    columns, given the ClassLabel names of `names_column` (None if it has none)."""
     if p.source.startswith("hf:"):
-        raw, names = read_hf(p.source.removeprefix("hf:"), p.hf_config, p.label_column)
-        frames = {k: select_columns(v, p, f"{p.source}[{k}]") for k, v in raw.items() if k in SPLITS}
+        raw, names = read_hf(p.source.removeprefix("hf:"), p.hf_config, names_column)
+        frames = {k: select(v, f"{p.source}[{k}]", names) for k, v in raw.items() if k in SPLITS}
         if "train" not in frames:
             raise PipelineError(f"{p.source}: no 'train' split (found: {', '.join(raw)})")
         if "test" not in frames:
@@ -126,19 +156,25 @@ def read_source(p: IngestParams) -> tuple[dict[str, pd.DataFrame], list[str] | N
     files = {"train": p.source, "validation": p.validation_file, "test": p.test_file}
     if not p.test_file:
         files = {"all": p.source}
-    frames = {k: select_columns(read_table(Path(f), p.format, p.encoding), p, f)
-              for k, f in files.items() if f}
-    return frames, None
+    return {k: read_file(f) for k, f in files.items() if f}, None
 
 
 def main() -> None:
-    p = load_params().ingest
-    frames, names = read_source(p)
-    splits, labels = ingest(frames, p, names)
-    summary = {s: {"rows": len(df), "labels": df["label"].value_counts().sort_index().to_dict()}
-               for s, df in splits.items()}
+    params = load_params()
+    p = params.ingest
+    if params.task == TOKEN_TASK:  # NER: sentences of (token, tag) pairs instead of labelled texts
+        from stages.sentences import ingest_sentences, read_sentences
+
+        splits, labels, summary = ingest_sentences(read_sentences(p), p)
+        unit = "sentences"
+    else:
+        frames, names = read_source(p)
+        splits, labels = ingest(frames, p, names)
+        summary = {s: {"rows": len(df), "labels": df["label"].value_counts().sort_index().to_dict()}
+                   for s, df in splits.items()}
+        unit = "rows"
     write_splits(splits, OUT, labels, {"summary.json": summary})
-    log.info("%s → %s", p.source, ", ".join(f"{s} {v['rows']}" for s, v in summary.items()))
+    log.info("%s → %s", p.source, ", ".join(f"{s} {v[unit]}" for s, v in summary.items()))
 
 
 if __name__ == "__main__":

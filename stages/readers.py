@@ -61,6 +61,9 @@ def read_table(path: Path, fmt: str, encoding: str) -> pd.DataFrame:
         if not fmt:
             raise PipelineError(f"{path}: cannot tell the format from '{path.suffix}'; set ingest.format "
                                 f"(csv, tsv, jsonl, parquet)")
+    if fmt == "conll":
+        raise PipelineError(f"{path}: ingest.format 'conll' is for task token_classification; texts are csv, "
+                            f"tsv, jsonl or parquet")
     if fmt == "parquet":
         try:
             return pd.read_parquet(path)
@@ -91,7 +94,7 @@ def read_table(path: Path, fmt: str, encoding: str) -> pd.DataFrame:
 
 def read_hf(name: str, config: str | None, label_column: str) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
     """An HF `datasets` data set (needs the hub, or its local cache); returns splits and the label
-    column's ClassLabel names, if it has them."""
+    column's ClassLabel names, if it has them (also for a list of them: an NER tags column)."""
     import datasets
 
     try:
@@ -102,4 +105,5 @@ def read_hf(name: str, config: str | None, label_column: str) -> tuple[dict[str,
                             f"file or demo:rotten_tomatoes") from None
     frames = {split: dd[split].to_pandas() for split in dd}
     feature = dd[next(iter(dd))].features.get(label_column)
+    feature = getattr(feature, "feature", feature)  # List/Sequence(ClassLabel): per-token tag names
     return frames, list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
