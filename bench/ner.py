@@ -1,0 +1,118 @@
+"""Our pipeline on CoNLL-2003: `dvc repro` with task token_classification in a fresh clone of HEAD, then
+the trained model scored on the full, uncleaned test.txt with the same seqeval calls as the reference
+(bench/ner_reference.py), so the two F1s are comparable.
+
+    python -m bench.ner --out bench/results/ner.json            # ~30 min on 2 cores
+    python -m bench.ner --max-train 300 --epochs 1 --out /tmp/ner_smoke.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from bench.common import machine_info, read_conll
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "conll2003"
+
+
+def project_params(max_train: int | None, epochs: int | None) -> dict:
+    """params.yaml as committed, switched to NER on the CoNLL files: the 'default NER params'."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["task"] = "token_classification"
+    params["ingest"] |= {"source": "data/source/train.txt", "validation_file": "data/source/dev.txt",
+                         "test_file": "data/source/test.txt", "max_rows": max_train}
+    params["register"]["model_name"] = "conll2003-ner"
+    if epochs:
+        params["finetune"]["epochs"] = epochs
+    return params
+
+
+def score_full_test(model_dir: Path, test_file: Path) -> dict:
+    """The trained model on every test.txt sentence (also those clean drops as duplicates or train leaks),
+    scored with the same seqeval calls as the reference."""
+    import torch
+
+    from stages.entities import entity_scores, per_type, split_predictions
+    from stages.modeling import load_classifier, load_tokenizer
+    from stages.params import TOKEN_TASK, TokenizeParams
+    from stages.tokenize import tokenize_sentences
+
+    import pandas as pd
+
+    words, tags = read_conll(test_file)
+    meta = json.loads((model_dir / "pipeline.json").read_text())
+    tokenizer = load_tokenizer(str(model_dir))
+    frame = pd.DataFrame({"tokens": words, "tags": tags})
+    dd, _ = tokenize_sentences({s: frame for s in ("train", "validation", "test")}, tokenizer, meta["labels"],
+                               TokenizeParams(max_length=meta["max_length"]))
+    model = load_classifier(str(model_dir), task=TOKEN_TASK)
+    t0 = time.perf_counter()
+    y_true, y_pred, _ = split_predictions(model, dd["test"], meta["labels"], 128, tokenizer.pad_token_id, torch.device("cpu"))
+    seconds = time.perf_counter() - t0
+    assert y_true == tags, "gold tags rebuilt from windows must equal the file's"
+    return {"sentences": len(words), "scores": entity_scores(y_true, y_pred), "per_type": per_type(y_true, y_pred),
+            "predict_seconds": round(seconds, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/results/ner.json")
+    ap.add_argument("--max-train", type=int, default=None, help="ingest.max_rows: a quick smoke run")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary project")
+    args = ap.parse_args(argv)
+    if not (args.data / "train.txt").exists():
+        print(f"skip: no CoNLL-2003 files in {args.data}")
+        return 0
+    from stages.cli import set_env_defaults
+
+    set_env_defaults()
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ner-"))
+    root = tmp / "project"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(root)], check=True)
+    for name in ("train.txt", "dev.txt", "test.txt"):
+        shutil.copy(args.data / name, root / "data/source" / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(project_params(args.max_train, args.epochs), sort_keys=False))
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    (args.out.parent).mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+        return proc.returncode
+    read = lambda name: json.loads((root / name).read_text())  # noqa: E731
+    result = {
+        "command": "python -m bench.ner " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": commit, "params": project_params(args.max_train, args.epochs),
+        "dvc_repro_seconds": round(wall, 1), "train": read("reports/train.json"),
+        "pipeline_test": read("reports/metrics.json")["test"], "clean": read("reports/clean.json")["total"],
+        "tokenize": read("reports/tokenize.json"), "full_test": score_full_test(root / "models/finetuned", args.data / "test.txt"),
+        "loadavg_start": load, "loadavg_end": os.getloadavg(), "machine": machine_info(),
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    s = result["full_test"]["scores"]
+    print(f"full test.txt: entity F1 {s['f1']:.4f} (strict {s['strict_f1']:.4f}); pipeline test F1 "
+          f"{result['pipeline_test']['f1']:.4f}; training {result['train']['train_seconds']} s; dvc repro {wall:.0f} s")
+    if not args.keep:
+        shutil.rmtree(tmp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
