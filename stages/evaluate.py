@@ -90,7 +90,11 @@ def evaluate_tokens(params: Params, tokenized, model, labels: list[str], pad_id:
                                       p.probe_max_train_rows, encoder, p.batch_size, pad_id, device).items():
         metrics["baselines"][name] = entity_scores(y_true, pred)
     actual, predicted = type_confusion(y_true, y_pred)
-    return metrics, per_type(y_true, y_pred), actual, predicted, sorted(set(actual) | set(predicted))
+    classes = sorted(set(actual) | set(predicted))
+    counts = pd.crosstab(pd.Series(actual, name="actual"), pd.Series(predicted, name="predicted"))
+    metrics["type_confusion"] = {a: {c: int(counts.at[a, c]) if a in counts.index and c in counts.columns else 0
+                                     for c in classes} for a in classes}  # words: actual type → predicted type
+    return metrics, per_type(y_true, y_pred), actual, predicted, classes
 
 
 def main() -> None:

@@ -78,6 +78,8 @@ def test_entity_metrics_plots_and_registry(project):
     assert {"strict_f1", "precision", "recall", "accuracy", "f1_macro"} <= set(test)
     assert set(metrics["per_class"]) == {"LOC", "PER"} and set(metrics["baselines"]) == {"majority", "frozen_probe"}
     assert metrics["baselines"]["majority"]["f1"] == 0.0 and "gain_f1" in metrics
+    confusion = metrics["type_confusion"]  # words, actual type → predicted type
+    assert set(confusion) == {"LOC", "O", "PER"} and confusion["PER"]["PER"] > confusion["PER"]["O"]
     curves = (project / "reports/train_curves.csv").read_text().splitlines()[0].split(",")
     assert {"val_f1", "val_accuracy", "val_f1_macro", "val_loss"} <= set(curves)
     train = read(project, "reports/train.json")

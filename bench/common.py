@@ -1,0 +1,74 @@
+"""Small helpers shared by the benchmark scripts: CoNLL reading, peak RSS, machine info."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+from pathlib import Path
+
+
+def read_conll(path: Path) -> tuple[list[list[str]], list[list[str]]]:
+    """Read `WORD POS NER` lines, blank line between sentences -> (words, tags) per sentence."""
+    sents: list[list[str]] = []
+    tags: list[list[str]] = []
+    words: list[str] = []
+    labels: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if not parts or parts[0] == "-DOCSTART-":
+            if words:
+                sents.append(words)
+                tags.append(labels)
+            words, labels = [], []
+            continue
+        words.append(parts[0])
+        labels.append(parts[-1])
+    if words:
+        sents.append(words)
+        tags.append(labels)
+    return sents, tags
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process, MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    """The matmul-relevant ISA flags (avx512*, amx*) from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx512", "amx")))
+    except OSError:
+        pass
+    return []
+
+
+def machine_info() -> dict:
+    import torch
+    import transformers
+
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "os_cpu_count": os.cpu_count(),
+        "sched_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_num_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+    }
