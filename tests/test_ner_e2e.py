@@ -109,3 +109,17 @@ print(json.dumps(m.predict(['Alice Smith visited Paris yesterday.', long, ''])))
     start = len(" ".join(["the report said"] * 30)) + 1
     assert ("PER", "Chen Okafor", start) in {(e["type"], e["text"], e["start"]) for e in long}
 
+
+
+def test_mlflow_run_has_entity_metrics(project):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    run_id = read(project, "reports/mlflow_run.json")["run_id"]
+    run = client.get_run(run_id)
+    assert run.data.params["task"] == "token_classification"
+    assert {"test_f1", "test_strict_f1", "test_f1_PER", "test_f1_LOC", "baseline_frozen_probe_f1"} <= set(run.data.metrics)
+    epochs = read(project, "reports/train.json")["epochs_run"]
+    assert [m.step for m in client.get_metric_history(run_id, "val_f1")] == list(range(1, epochs + 1))  # per epoch
+    version = client.get_model_version_by_alias("toy-ner", "champion")
+    assert version.tags["task"] == "token_classification" and version.run_id == run_id
