@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stages.io import PipelineError
+
 IGNORE = -100  # CrossEntropyLoss's ignore_index
 
 
@@ -106,7 +108,7 @@ class Wrapper:
         for start in range(len(ids) - len(bare) + 1):
             if ids[start : start + len(bare)] == bare:
                 return cls(ids[:start], ids[start + len(bare):])
-        raise ValueError("tokenizer: cannot locate a text among its special tokens")
+        raise PipelineError("tokenizer: cannot locate a text among its special tokens")
 
     def __call__(self, ids: list[int]) -> list[int]:
         return self.prefix + ids + self.suffix

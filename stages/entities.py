@@ -20,19 +20,24 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
+def to_words(values: list[np.ndarray], words: list[list[int]], sentences: list[int], n_words: list[int],
+             fill, dtype) -> list[np.ndarray]:
+    """Per sentence, one value per word: window i's values[i][k] (one per word of the window, in order) go to
+    the words its first sub-tokens name; windows of one sentence are put back together; other words get `fill`."""
+    out = [np.full(n, fill, dtype=dtype) for n in n_words]
+    for v, wd, s in zip(values, words, sentences):
+        wd = np.asarray(wd)
+        out[s][wd[wd >= 0]] = v
+    return out
+
+
 def word_predictions(logits: list[np.ndarray], words: list[list[int]], sentences: list[int], n_words: list[int],
                      outside: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per sentence: the label id of each word (read on its first sub-token) and its probability. Windows of
-    one sentence are put back together; a word with no sub-token is `outside` (O) with probability 1."""
-    ids = [np.full(n, outside, dtype=np.int64) for n in n_words]
-    probs = [np.ones(n, dtype=np.float32) for n in n_words]
-    for lg, wd, s in zip(logits, words, sentences):
-        wd = np.asarray(wd)
-        pos = np.flatnonzero(wd >= 0)
-        p = softmax(lg[pos])
-        ids[s][wd[pos]] = p.argmax(-1)
-        probs[s][wd[pos]] = p.max(-1)
-    return ids, probs
+    """Per sentence: the label id of each word (read on its first sub-token) and its probability. A word with no
+    sub-token is `outside` (O) with probability 1."""
+    probs = [softmax(lg[np.asarray(wd) >= 0]) for lg, wd in zip(logits, words)]
+    return (to_words([p.argmax(-1) for p in probs], words, sentences, n_words, outside, np.int64),
+            to_words([p.max(-1) for p in probs], words, sentences, n_words, 1.0, np.float32))
 
 
 def entity_scores(y_true: list[list[str]], y_pred: list[list[str]]) -> dict[str, float]:
@@ -120,12 +125,7 @@ def token_baselines(train, test, names: list[str], which: list[str], probe_rows:
         test_states = first_subtoken_states(encoder, list(test["input_ids"]), list(test["word"]), batch_size, pad_id, device)
         pred = probe_predictions(np.concatenate(states), np.concatenate([first[int(i)] for i in rows]),
                                  np.concatenate(test_states))
-        # one-hot "logits" per window, so windows go back to sentences exactly as the model's do
-        cuts = np.cumsum([len(s) for s in test_states])[:-1]
-        logits = [np.eye(len(names))[p] for p in np.split(pred, cuts)]
-        full = [np.full((len(w), len(names)), -1.0) for w in test["word"]]
-        for f, lg, wd in zip(full, logits, test["word"]):
-            f[np.flatnonzero(np.asarray(wd) >= 0)] = lg
-        ids, _ = word_predictions(full, list(test["word"]), sentences, n_words, names.index(OUTSIDE))
+        per_window = np.split(pred, np.cumsum([len(s) for s in test_states])[:-1])
+        ids = to_words(per_window, list(test["word"]), sentences, n_words, names.index(OUTSIDE), np.int64)
         out["frozen_probe"] = [[names[t] for t in s] for s in ids]
     return out

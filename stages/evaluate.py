@@ -91,9 +91,10 @@ def evaluate_tokens(params: Params, tokenized, model, labels: list[str], pad_id:
         metrics["baselines"][name] = entity_scores(y_true, pred)
     actual, predicted = type_confusion(y_true, y_pred)
     classes = sorted(set(actual) | set(predicted))
-    counts = pd.crosstab(pd.Series(actual, name="actual"), pd.Series(predicted, name="predicted"))
-    metrics["type_confusion"] = {a: {c: int(counts.at[a, c]) if a in counts.index and c in counts.columns else 0
-                                     for c in classes} for a in classes}  # words: actual type → predicted type
+    index = {c: i for i, c in enumerate(classes)}
+    cm = confusion(np.asarray([index[a] for a in actual]), np.asarray([index[x] for x in predicted]), len(classes))
+    # words: actual type → predicted type
+    metrics["type_confusion"] = {a: {c: int(cm[i, j]) for j, c in enumerate(classes)} for i, a in enumerate(classes)}
     return metrics, per_type(y_true, y_pred), actual, predicted, classes
 
 

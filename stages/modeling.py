@@ -105,26 +105,29 @@ def sorted_batches(seqs: list[list[int]], batch_size: int, pad_id: int, device: 
 
 
 @torch.inference_mode()
+def batch_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int, device: torch.device,
+                 dtype: torch.dtype | None = None):
+    """Yield (row indices, logits as float32 numpy) over length-sorted batches, in eval mode."""
+    model.eval()
+    for idx, ids, mask in sorted_batches(seqs, batch_size, pad_id, device):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            yield idx, model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
+
+
 def predict_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int,
                    device: torch.device, dtype: torch.dtype | None = None) -> np.ndarray:
     """Logits in input order."""
-    model.eval()
     out = np.zeros((len(seqs), model.config.num_labels), dtype=np.float32)
-    for idx, ids, mask in sorted_batches(seqs, batch_size, pad_id, device):
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out[idx] = model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
+    for idx, logits in batch_logits(model, seqs, batch_size, pad_id, device, dtype):
+        out[idx] = logits
     return out
 
 
-@torch.inference_mode()
 def predict_token_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int,
                          device: torch.device, dtype: torch.dtype | None = None) -> list[np.ndarray]:
     """Per-token logits of each input, in input order, each (its length, labels)."""
-    model.eval()
     out: list[np.ndarray] = [np.empty(0)] * len(seqs)
-    for idx, ids, mask in sorted_batches(seqs, batch_size, pad_id, device):
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
+    for idx, logits in batch_logits(model, seqs, batch_size, pad_id, device, dtype):
         for row, i in enumerate(idx):
             out[i] = logits[row, : len(seqs[i])]
     return out

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from stages.align import AlignStats, Wrapper, align, continuation_ids, word_pieces
-from stages.io import SPLITS, PipelineError, atomic_dir, read_labels, read_splits, write_json
+from stages.io import SPLITS, atomic_dir, read_labels, read_splits, write_json
 from stages.modeling import load_tokenizer
 from stages.params import TOKEN_TASK, TokenizeParams, load_params
 
@@ -25,10 +25,7 @@ log = logging.getLogger(__name__)
 
 def special_layout(tokenizer) -> tuple[int, int]:
     """How many special tokens the tokenizer puts before and after a single text ([CLS] x [SEP]: 1, 1)."""
-    try:
-        wrap = Wrapper.of(tokenizer)
-    except ValueError as e:
-        raise PipelineError(str(e)) from None
+    wrap = Wrapper.of(tokenizer)
     return wrap.n_pre, wrap.n_special - wrap.n_pre
 
 
@@ -82,7 +79,6 @@ def tokenize_sentences(splits: dict[str, pd.DataFrame], tokenizer, labels: list[
     import datasets
     import pyarrow as pa
 
-    special_layout(tokenizer)  # a clear error for a tokenizer without a locatable layout
     wrap = Wrapper.of(tokenizer)
     budget = p.max_length - wrap.n_special
     label2id = {n: i for i, n in enumerate(labels)}
