@@ -92,7 +92,7 @@ class FinetuneParams(Strict):
     group_by_length: bool = True  # batches of similar length: less padding, same accuracy
     eval_batch_size: int = Field(128, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp32 on CPU, bf16/fp16 on CUDA
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32
     log_every_steps: int = Field(50, ge=1)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from stages.io import PipelineError
+from stages import modeling
 from stages.modeling import autocast_dtype, load_classifier, pad_batch, pick_device, predict_logits, resolve_model
 
 
@@ -33,15 +34,30 @@ def test_pad_batch():
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
-def test_device_and_precision_choice():
+def test_device_and_precision_choice(monkeypatch):
     assert pick_device("cpu").type == "cpu"
-    assert autocast_dtype(torch.device("cpu"), "auto") is None  # fp32 on CPU unless asked
+    for native, expected in ((True, torch.bfloat16), (False, None)):  # bf16 only where the CPU has it natively
+        monkeypatch.setattr(modeling, "cpu_has_native_bf16", lambda native=native: native)
+        assert autocast_dtype(torch.device("cpu"), "auto") == expected
+    assert autocast_dtype(torch.device("cpu"), "fp32") is None
     assert autocast_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
     if not torch.cuda.is_available():
         with pytest.raises(PipelineError, match="no CUDA device"):
             pick_device("cuda")
     else:
         assert autocast_dtype(torch.device("cuda"), "auto") in (torch.bfloat16, torch.float16)
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    real_open = builtins.open
+    for flags, expected in (("fpu avx512f avx512_bf16 sse", True), ("fpu amx_bf16", True), ("fpu avx512f avx2", False)):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda f, *a, info=info, **k: real_open(info if f == "/proc/cpuinfo" else f, *a, **k))
+        assert modeling.cpu_has_native_bf16() is expected
+        monkeypatch.setattr(builtins, "open", real_open)
 
 
 def test_predict_logits_keeps_input_order(tiny_model_dir):
