@@ -24,6 +24,15 @@ def set_env_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+def _process_seconds() -> float:
+    """Seconds since this process started: a stage's own time as the flow and bench/ count it."""
+    import time
+
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
 def run(main: Callable[[], None], stage: str) -> None:
     """Run a stage's shell; a PipelineError (or a bad param) prints one line and exits 1."""
     from stages.io import PipelineError
@@ -32,6 +41,7 @@ def run(main: Callable[[], None], stage: str) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {stage}: %(message)s", datefmt="%H:%M:%S")
     try:
         main()
+        logging.getLogger(stage).info("done in %.1f s (process wall, start-up and imports included)", _process_seconds())
     except PipelineError as e:
         print(f"error: {stage}: {e}", file=sys.stderr)
         sys.exit(1)
