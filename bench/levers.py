@@ -1,0 +1,91 @@
+"""Where the fine-tuning speed comes from: the pipeline's own training loop (stages.training.train) on the same
+rows with one lever switched on at a time, interleaved in rounds so that drifting machine load hits all alike.
+
+    python -m bench.levers --data data/tokenized --out bench/results/levers.json
+
+1. fp32, random batches, foreach AdamW  (the recipe of a plain Trainer with dynamic padding)
+2. + length-grouped batches             (finetune.group_by_length)
+3. + fused AdamW                        (one kernel per optimizer step)
+4. + bf16 autocast                      (finetune.precision auto on a CPU with native bf16) = the default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from unittest import mock
+
+from bench.common import machine_info
+
+LEVERS = [("fp32, random batches, foreach AdamW", dict(group_by_length=False, precision="fp32"), False),
+          ("+ length-grouped batches", dict(group_by_length=True, precision="fp32"), False),
+          ("+ fused AdamW", dict(group_by_length=True, precision="fp32"), True),
+          ("+ bf16 autocast (the default here)", dict(group_by_length=True, precision="bf16"), True)]
+
+
+def one(model_state, labels, seqs, targets, overrides: dict, fused: bool) -> dict:
+    import torch
+
+    from stages.modeling import load_classifier
+    from stages.params import FinetuneParams
+    from stages.training import train
+
+    model = load_classifier(model_state, labels)
+    p = FinetuneParams(epochs=1, seed=42, **overrides)
+    adamw = torch.optim.AdamW
+    with mock.patch.object(torch.optim, "AdamW", lambda *a, **k: adamw(*a, **(k | {"fused": fused or None}))):
+        summary = train(model, seqs, targets, lambda m, d: {"accuracy": 0.0}, p, "accuracy", 0, torch.device("cpu")).summary
+    return {k: summary[k] for k in ("train_samples_per_s", "train_real_tokens_per_s", "padding_share", "precision")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("data/tokenized"), help="the tokenize stage's output")
+    ap.add_argument("--rows", type=int, default=1600, help="train rows per measurement (50 batches of 32)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("bench/results/levers.json"))
+    ap.add_argument("--quick", action="store_true", help="320 rows, 1 round")
+    args = ap.parse_args(argv)
+    from stages.cli import set_env_defaults
+
+    set_env_defaults()
+    import datasets
+    import numpy as np
+
+    from stages.params import PACKAGED_MODEL
+
+    rows, rounds = (320, 1) if args.quick else (args.rows, args.rounds)
+    train = datasets.load_from_disk(str(args.data))["train"]
+    pick = np.random.default_rng(0).permutation(len(train))[:rows]  # a random slice: the real length mix
+    seqs, targets = [list(train[int(i)]["input_ids"]) for i in pick], [int(train[int(i)]["label"]) for i in pick]
+    labels = json.loads((args.data / "labels.json").read_text())["names"]
+    load, runs = os.getloadavg(), {name: [] for name, _, _ in LEVERS}
+    for r in range(rounds):
+        for name, overrides, fused in LEVERS:
+            runs[name].append(one(PACKAGED_MODEL, labels, seqs, targets, overrides, fused))
+            print(f"round {r + 1} {name}: {runs[name][-1]['train_samples_per_s']:.1f} samples/s", flush=True)
+    table = {name: {"samples_per_s": statistics.median(x["train_samples_per_s"] for x in rs),
+                    "real_tokens_per_s": statistics.median(x["train_real_tokens_per_s"] for x in rs),
+                    "padding_share": rs[0]["padding_share"], "precision": rs[0]["precision"], "runs": rs}
+             for name, rs in runs.items()}
+    base = table[LEVERS[0][0]]["samples_per_s"]
+    markdown = ["### Fine-tuning levers, one at a time (the pipeline's loop, same rows, median of "
+                f"{rounds} interleaved rounds of {rows} rows)", "", "| | samples/s | real tokens/s | padding | vs first row |",
+                "|---|---|---|---|---|"]
+    markdown += [f"| {n} | {t['samples_per_s']:.1f} | {t['real_tokens_per_s']:,.0f} | {t['padding_share']:.1%} | "
+                 f"{t['samples_per_s'] / base:.2f}x |" for n, t in table.items()]
+    result = {"benchmark": "levers", "command": "python -m bench.levers " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "rows": rows, "rounds": rounds, "levers": table, "markdown": markdown,
+              "loadavg": {"start": load, "end": os.getloadavg()}, "machine": machine_info()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print("\n".join(markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
