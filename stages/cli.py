@@ -15,7 +15,7 @@ OFFLINE_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
+    "TOKENIZERS_PARALLELISM": "false",  # torch owns the cores while training; the tokenize stage turns it on
 }
 
 

@@ -70,3 +70,42 @@ def test_multi_word_synonyms_survive_every_operation(wordnet):
     for seed in range(200):
         for op in ("synonym", "insert"):
             assert augment_text(text, op, 0.3, wordnet, random.Random(seed)).strip()
+
+
+# --- the stage, off: streams train and copies the rest, as the core would have written them -----------------------
+
+@pytest.mark.parametrize("task", ["sequence_classification", "token_classification"])
+def test_off_the_stage_streams_what_the_core_gives(tmp_path, monkeypatch, task):
+    import json
+
+    import pyarrow.parquet as pq
+    import yaml
+
+    from stages import augment as stage
+    from stages import io
+    from stages.augment import with_copies
+    from stages.io import read_labels, read_splits, write_splits
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"task": task, "augment": {"enabled": False}}))
+    if task == "token_classification":
+        train = pd.DataFrame({"tokens": [["Bob", f"w{i}"] for i in range(30)], "tags": [["B-PER", "O"]] * 30})
+        labels = ["O", "B-PER", "I-PER"]
+    else:
+        train = pd.DataFrame({"text": [f"review {i}" for i in range(30)], "label": ["pos", "neg"] * 15})
+        labels = ["neg", "pos"]
+    write_splits({"train": train, "validation": train[:4], "test": train[4:9]}, stage.IN, labels)
+    before = read_splits(stage.IN)
+    want, want_report = with_copies(before["train"], list(train.columns), AugmentParams(), lambda *a: None)
+    write_splits({"train": want}, tmp_path / "core", labels)  # what the stage wrote before it streamed
+    for rows, same_bytes in ((7, False), (io.CHUNK_ROWS, True)):
+        monkeypatch.setattr(io, "CHUNK_ROWS", rows)
+        stage.main()
+        meta = pq.ParquetFile(stage.OUT / "train.parquet").metadata
+        assert meta.num_rows == 30 and meta.num_row_groups == (5 if rows == 7 else 1)
+        core_bytes = (tmp_path / "core/train.parquet").read_bytes()
+        assert ((stage.OUT / "train.parquet").read_bytes() == core_bytes) == same_bytes
+        assert pd.read_parquet(stage.OUT / "train.parquet").equals(pd.read_parquet(tmp_path / "core/train.parquet"))
+        for name in ("validation", "test"):
+            assert (stage.OUT / f"{name}.parquet").read_bytes() == (stage.IN / f"{name}.parquet").read_bytes()
+        assert json.loads(stage.REPORT.read_text()) == want_report and read_labels(stage.OUT) == labels

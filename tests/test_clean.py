@@ -65,3 +65,80 @@ def test_test_label_unseen_after_cleaning_is_an_error():
 def test_min_chars():
     out, report = clean(splits(train=[("ok text", "a"), ("no", "b"), ("yes text", "b")]), CleanParams(min_chars=3))
     assert report["splits"]["train"]["dropped"]["empty"] == 1
+
+
+# --- the stage: streams chunks, decides on keys, and must give what the in-memory core gives ---------------------
+
+def messy_splits(seed=0, n=(60, 15, 15)):
+    """Rows from a small pool of texts: repeats, whitespace/HTML variants that clean into repeats, conflicting labels,
+    texts shared across splits and empty ones, scattered so that they fall in different chunks."""
+    import random
+
+    rng = random.Random(seed)
+    pool = [(f"review number {k} " + "word " * (k % 4), "ab"[k % 2]) for k in range(40)]
+
+    def row():
+        text, label = rng.choice(pool)
+        r = rng.random()
+        if r < 0.1:
+            return "<br /> ", label  # empty after cleaning
+        if r < 0.2:
+            return f"  <b>{text}</b>&amp;", label  # cleans into "… &", a repeat of the others so written
+        if r < 0.25:
+            return text, "ba"[label == "b"]  # a conflicting label
+        return text, label
+
+    return {name: pd.DataFrame([row() for _ in range(k)], columns=["text", "label"])
+            for name, k in zip(("train", "validation", "test"), n)}
+
+
+@pytest.mark.parametrize("p", [CleanParams(), CleanParams(drop_leakage=False, min_chars=18),
+                               CleanParams(drop_duplicates=False, drop_conflicting=False, strip_html=False)])
+def test_the_stage_streams_to_what_the_core_gives(tmp_path, monkeypatch, p):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from stages import io
+    from stages.clean import clean_files
+    from stages.io import read_splits, write_splits
+
+    data = messy_splits()
+    write_splits(data, tmp_path / "raw", ["a", "b"])
+    want, want_report = clean(read_splits(tmp_path / "raw"), p)
+    monkeypatch.setattr(io, "CHUNK_ROWS", 7)  # 9 chunks of train, 3 of validation and test
+    report = clean_files(tmp_path / "raw", tmp_path / "clean", p)
+    got = read_splits(tmp_path / "clean")
+    for name in want:
+        pd.testing.assert_frame_equal(got[name], want[name])
+    assert pq.ParquetFile(tmp_path / "clean/train.parquet").metadata.num_row_groups > 1
+    assert json.dumps(report) == json.dumps(want_report)  # same numbers, examples and key order
+    assert sorted(p.name for p in (tmp_path / "clean").iterdir()) == ["labels.json", "test.parquet", "train.parquet",
+                                                                     "validation.parquet"]
+    d = report["splits"]
+    if p == CleanParams():  # the data hold every kind of drop, across chunks and splits
+        assert all(d["train"]["dropped"].values()) and d["test"]["dropped"]["leakage"]
+        assert set(report["examples"]) == {"empty", "conflicting_labels", "duplicate", "leakage"}
+        assert d["train"]["changed"]["html_tags"] > 7  # counted over several chunks
+
+
+def test_a_failing_stage_leaves_no_output(tmp_path, monkeypatch):
+    from stages import io
+    from stages.clean import clean_files
+    from stages.io import write_splits
+
+    data = messy_splits()
+    data["test"].loc[11] = ["a text of its own", "c"]  # unseen in train: found after pass 1 wrote its scratch files
+    write_splits(data, tmp_path / "raw", ["a", "b", "c"])
+    monkeypatch.setattr(io, "CHUNK_ROWS", 7)
+    with pytest.raises(PipelineError, match=r"test split, row \d+, column 'label': label 'c' never occurs in train"):
+        clean_files(tmp_path / "raw", tmp_path / "clean", CleanParams())
+    assert [p.name for p in tmp_path.iterdir()] == ["raw"]
+
+
+def test_keys_are_digests_of_the_cleaned_text():
+    from stages.clean import text_keys
+
+    keys = text_keys(pd.DataFrame({"text": ["same", "same", "Same", "é"], "label": ["a", "b", "a", "a"]}))
+    assert keys["key"].map(len).tolist() == [16] * 4 and keys["chars"].tolist() == [4, 4, 4, 1]
+    assert keys["key"][0] == keys["key"][1] != keys["key"][2]
