@@ -20,6 +20,7 @@ from pathlib import Path
 from unittest import mock
 
 from bench.common import machine_info
+from bench.profile import train_slice
 
 LEVERS = [("fp32, random batches, foreach AdamW", dict(group_by_length=False, precision="fp32"), False),
           ("+ length-grouped batches", dict(group_by_length=True, precision="fp32"), False),
@@ -53,16 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     from stages.cli import set_env_defaults
 
     set_env_defaults()
-    import datasets
-    import numpy as np
-
     from stages.params import PACKAGED_MODEL
 
     rows, rounds = (320, 1) if args.quick else (args.rows, args.rounds)
-    train = datasets.load_from_disk(str(args.data))["train"]
-    pick = np.random.default_rng(0).permutation(len(train))[:rows]  # a random slice: the real length mix
-    seqs, targets = [list(train[int(i)]["input_ids"]) for i in pick], [int(train[int(i)]["label"]) for i in pick]
-    labels = json.loads((args.data / "labels.json").read_text())["names"]
+    seqs, targets, labels = train_slice(args.data, rows)
     load, runs = os.getloadavg(), {name: [] for name, _, _ in LEVERS}
     for r in range(rounds):
         for name, overrides, fused in LEVERS:

@@ -6,7 +6,7 @@
 1. matmul peak, fp32 and bf16 (bench.peak);
 2. ours: the default job through the Prefect flow in a clone of HEAD (flows.pipeline); its training numbers,
    the flow's wall time vs the sum of the stages' own process times, then a no-op `dvc repro` (3 times);
-3. the speed levers one at a time in our own training loop (bench.levers);
+3. the speed levers one at a time in our own training loop (bench.levers), and a profile of its step (bench.profile);
 4. the references on the very same split files: plain Trainer, pad to 128 (a) and dynamic padding (b);
 5. inference: the served model's batch predict vs transformers.pipeline() (bench.inference);
 6. tokenization and clean + tokenize scaling at 10k / 100k / 1M IMDB rows (bench.tokenization).
@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     me = ours(root, out, env)
     (out / "ours.json").write_text(json.dumps(me, indent=2) + "\n")
     levers = step("levers", py + ["bench.levers", "--data", str(root / "data/tokenized")] + q)
+    prof = step("profile", py + ["bench.profile", "--data", str(root / "data/tokenized")] + q)
     data = root / "data/augmented"
     smoke = ["--epochs", "1"] if args.quick else []
     ref_b = step("ref_dynamic", py + ["bench.finetune_reference", "--data", str(data), "--padding", "dynamic"] + smoke)
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"benchmark": "bench.run", "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit, "quick": args.quick,
                "flops_per_token": flops, "non_embedding_params": n_params, "peak": peak, "ours": me,
-               "levers_table": levers["markdown"], "inference_table": inference_table(inference),
+               "levers_table": levers["markdown"] + [""] + prof["markdown"], "inference_table": inference_table(inference),
                "tokenization_table": tokenization_table(tok),
                **summarize(peak, me, ref_a, ref_b, inference, tok, flops),
                "seconds": round(time.perf_counter() - t0, 1), "loadavg": {"start": load, "end": os.getloadavg()},
