@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test flow ui clean-outputs
+.PHONY: setup run test flow bench ui clean-outputs
 
 $(BIN)/dvc: pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (Python 3.11 is required)"; exit 1; }
@@ -27,6 +27,10 @@ test: setup
 
 flow: setup
 	$(BIN)/python -m flows.pipeline
+
+# every speed benchmark side by side (~1 h on 2 cores): bench/results/ and BENCHMARKS.md
+bench: setup
+	$(BIN)/python -m bench.run
 
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///mlflow.db
