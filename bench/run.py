@@ -175,10 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     from stages.cli import set_env_defaults
 
     set_env_defaults()
-    out = args.out_dir or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else RESULTS)
+    out = (args.out_dir or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else RESULTS)).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                        "PYTHONPATH": str(ROOT)}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                            text=True).stdout.strip()
@@ -187,13 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     py, q = [sys.executable, "-m"], ["--quick"] if args.quick else []
     load, t0 = os.getloadavg(), time.perf_counter()
 
-    def step(name: str, cmd: list[str], cwd: Path = ROOT) -> dict:
+    root = clone(args.quick)
+    # Every step runs the clone's code (HEAD), never the working tree's.
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(root)}
+
+    def step(name: str, cmd: list[str]) -> dict:
         print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
-        sh(cmd + ["--out", str(out / f"{name}.json")], cwd, out / f"{name}.log", env)
+        sh(cmd + ["--out", str(out / f"{name}.json")], root, out / f"{name}.log", env)
         return json.loads((out / f"{name}.json").read_text())
 
     peak = step("peak", py + ["bench.peak"] + (["--seconds", "0.5"] if args.quick else []))
-    root = clone(args.quick)
     print(f"[{time.strftime('%H:%M:%S')}] ours: the default job through the Prefect flow in {root} ...", flush=True)
     me = ours(root, out, env)
     (out / "ours.json").write_text(json.dumps(me, indent=2) + "\n")
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     tok = step("tokenization", py + ["bench.tokenization"] + q)
 
     flops, n_params = train_flops_per_token(root / "models/finetuned", me["tokenize"]["mean"])
-    summary = {"benchmark": "bench.run", "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+    summary = {"benchmark": "bench.run", "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit, "quick": args.quick,
                "flops_per_token": flops, "non_embedding_params": n_params, "peak": peak, "ours": me,
                "levers_table": levers["markdown"] + [""] + prof["markdown"], "inference_table": inference_table(inference),
