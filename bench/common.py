@@ -83,6 +83,14 @@ def machine_info() -> dict:
     }
 
 
+def write_result(path: Path, result: dict) -> None:
+    """A benchmark's JSON result (folders made as needed; numpy scalars and paths as strings)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
 def target(name: str, value: float, op: str, threshold: float, unit: str = "") -> dict:
     """One pass/fail line of a benchmark: `value op threshold` (op is '>=' or '<=')."""
     ok = value >= threshold if op == ">=" else value <= threshold

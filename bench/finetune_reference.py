@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine_info, model_dir, peak_rss_mb
+from bench.common import machine_info, model_dir, peak_rss_mb, write_result
 
 MAX_LEN = 128  # run_glue's max_seq_length
 
@@ -118,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg": {"start": load_start, "train_start": load_train, "end": os.getloadavg()},
         "machine": machine_info(), "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_result(args.out, result)
     t = result["train"]
     print(f"reference ({args.padding}): {t['seconds']} s, {t['samples_per_s']} samples/s, {t['real_tokens_per_s']:.0f} "
           f"real tok/s, padding {t['padding_share']:.1%}; test accuracy {accuracy:.4f} ({len(data['test'])} rows)")

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
     from transformers import pipeline
 
-    from bench.common import machine_info, peak_rss_mb, print_targets, target
+    from bench.common import machine_info, peak_rss_mb, print_targets, target, write_result
     from stages.serving import TextClassifier
 
     transformers.logging.set_verbosity_error()
@@ -194,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "timing_note": "shared machine: timings may be contended by other work; see loadavg (1/5/15 min)",
         "loadavg": {"start": load_start, "end": os.getloadavg()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    write_result(args.out, out)
 
     print(f"{'set':<16} {'variant':<44} {'texts':>6} {'s':>8} {'texts/s':>9} {'ours x':>7} {'agree':>6}")
     for name, r in results.items():

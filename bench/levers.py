@@ -12,14 +12,13 @@ rows with one lever switched on at a time, interleaved in rounds so that driftin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 from pathlib import Path
 from unittest import mock
 
-from bench.common import machine_info
+from bench.common import machine_info, write_result
 from bench.profile import train_slice
 
 LEVERS = [("fp32, random batches, foreach AdamW", dict(group_by_length=False, precision="fp32"), False),
@@ -76,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "levers", "command": "python -m bench.levers " + " ".join(argv if argv is not None else sys.argv[1:]),
               "rows": rows, "rounds": rounds, "levers": table, "markdown": markdown,
               "loadavg": {"start": load, "end": os.getloadavg()}, "machine": machine_info()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print("\n".join(markdown))
     return 0
 

@@ -18,7 +18,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import machine_info, model_dir, peak_rss_mb, read_conll
+from bench.common import machine_info, model_dir, peak_rss_mb, read_conll, write_result
 
 TYPES = ["LOC", "MISC", "ORG", "PER"]
 LABELS = ["O"] + [f"{p}-{t}" for t in TYPES for p in ("B", "I")]  # O, B-LOC, I-LOC, B-MISC, ...
@@ -209,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                     "end": os.getloadavg()},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    write_result(args.out, out)
 
     t, tr = out["test"], out["train"]
     print(f"test  entity F1 default {t['default']['f1']:.4f}  strict {t['strict']['f1']:.4f}  "

@@ -10,13 +10,12 @@ for a few seconds: what the BLAS reaches on this CPU when nothing else limits it
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from bench.common import machine_info
+from bench.common import machine_info, write_result
 
 SIZES = (1024, 2048, 4096)
 
@@ -57,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     result = {"benchmark": "peak", "command": "python -m bench.peak " + " ".join(argv if argv is not None else sys.argv[1:]),
               **measure(args.seconds), "loadavg": {"start": load, "end": os.getloadavg()}, "machine": machine_info()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(f"matmul peak ({result['threads']} threads): fp32 {result['fp32_peak_gflops']:.0f} GFLOP/s, "
           f"bf16 {result['bf16_peak_gflops']:.0f} GFLOP/s (native bf16: {result['native_bf16']}); by size {result['gflops']}")
     return 0

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.common import machine_info
+from bench.common import machine_info, write_result
 
 GROUPS = [  # (group, operator names): the first group an operator's name matches takes its self time
     ("matmuls (mm, addmm, bmm)", ("aten::mm", "aten::addmm", "aten::bmm")),
@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "profile", "command": "python -m bench.profile " + " ".join(argv if argv is not None else sys.argv[1:]),
               "rows": len(seqs), "summary": summary, "shares": shares, "top_ops": top, "markdown": markdown,
               "loadavg": os.getloadavg(), "machine": machine_info()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print("\n".join(markdown))
     for t in top[:10]:
         print(f"  {t['op']:<40} {t['self_ms_per_batch']:>8.2f} ms/batch  {t['calls_per_batch']:>6} calls/batch")

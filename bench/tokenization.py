@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(base, ignore_errors=True)
     targets = build_targets(results)
 
-    from bench.common import machine_info
+    from bench.common import machine_info, write_result
 
     out = {
         "benchmark": "tokenization",
@@ -362,8 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         "timing_note": "shared machine: timings may be contended by other work; see loadavg (1/5/15 min)",
         "loadavg": {"start": load_start, "end": os.getloadavg()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    write_result(args.out, out)
     print_table(results)
     print(f"TOKENIZERS_PARALLELISM={par} ({par_source}); loadavg {load_start[0]:.2f} -> {os.getloadavg()[0]:.2f}; "
           f"{out['total_seconds']:.0f} s")
