@@ -102,3 +102,10 @@ def print_targets(targets: list[dict]) -> None:
     for t in targets:
         print(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['name']}: {t['value']:g}{t['unit']} "
               f"(target {t['op']} {t['threshold']:g}{t['unit']})")
+
+
+def report_targets(targets: list[dict], wrote: Path) -> int:
+    """The last lines of a benchmark that has targets: each PASS/FAIL, where the JSON went; exit status 0."""
+    print_targets(targets)
+    print(f"wrote {wrote}")
+    return 0

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
     from transformers import pipeline
 
-    from bench.common import machine_info, peak_rss_mb, print_targets, target, write_result
+    from bench.common import machine_info, peak_rss_mb, report_targets, target, write_result
     from stages.serving import TextClassifier
 
     transformers.logging.set_verbosity_error()
@@ -206,9 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({r['texts_over_512_tokens']} texts over 512 tokens)")
     print(f"threads {torch.get_num_threads()}, loadavg {load_start[0]:.2f} -> {os.getloadavg()[0]:.2f}, "
           f"{out['total_seconds']:.0f} s")
-    print_targets(targets)
-    print(f"wrote {args.out}")
-    return 0
+    return report_targets(targets, args.out)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import machine_info, peak_rss_mb, report_targets, target, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
 MODEL = "packaged:all-MiniLM-L6-v2"
@@ -72,18 +74,12 @@ def check(m: dict, what: str, log: Path) -> dict:
 
 # ---------------------------------------------------------------- workers (each its own process)
 
-def split_path(folder: Path, split: str) -> Path:
-    """`<split>.parquet`, or a `<split>/` folder of parquet parts (pandas reads either)."""
-    f = folder / f"{split}.parquet"
-    return f if f.exists() else folder / split
-
-
 def read_texts(folder: Path) -> list[str]:
     import pandas as pd
 
     texts: list[str] = []
     for s in SPLITS:
-        texts.extend(pd.read_parquet(split_path(folder, s), columns=["text"])["text"].tolist())
+        texts.extend(pd.read_parquet(folder / f"{s}.parquet", columns=["text"])["text"].tolist())
     return texts
 
 
@@ -147,7 +143,7 @@ def worker_core(project: Path) -> dict:
 
     folder = project / "data" / "augmented"
     t0 = time.perf_counter()
-    splits = {s: pd.read_parquet(split_path(folder, s)) for s in SPLITS}
+    splits = {s: pd.read_parquet(folder / f"{s}.parquet") for s in SPLITS}
     labels = json.loads((folder / "labels.json").read_text())["names"]
     p = TokenizeParams(**(yaml.safe_load((project / "params.yaml").read_text()).get("tokenize") or {}))
     tokenizer = load_tokenizer(MODEL)
@@ -164,8 +160,6 @@ def worker_core(project: Path) -> dict:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from bench.common import peak_rss_mb
-
     if args.worker == "prepare":
         out = worker_prepare(args.project, args.n, args.seed)
     elif args.worker == "raw":
@@ -245,8 +239,6 @@ def one_size(n: int, base: Path, args: argparse.Namespace, env: dict) -> dict:
 # ---------------------------------------------------------------- report
 
 def build_targets(sizes: list[dict]) -> list[dict]:
-    from bench.common import target
-
     big = sizes[-1]
     n = f"{big['n']:,}"
     out = [target(f"tokenize stage process throughput / raw call at {n} rows", big["ratio_stage_vs_raw"], ">=",
@@ -332,8 +324,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(base, ignore_errors=True)
     targets = build_targets(results)
 
-    from bench.common import machine_info, write_result
-
     out = {
         "benchmark": "tokenization",
         "description": "clean/augment/tokenize stage processes and our tokenize core vs a raw batched fast-tokenizer "
@@ -366,11 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     print(f"TOKENIZERS_PARALLELISM={par} ({par_source}); loadavg {load_start[0]:.2f} -> {os.getloadavg()[0]:.2f}; "
           f"{out['total_seconds']:.0f} s")
-    from bench.common import print_targets
-
-    print_targets(targets)
-    print(f"wrote {args.out}")
-    return 0
+    return report_targets(targets, args.out)
 
 
 if __name__ == "__main__":
