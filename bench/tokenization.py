@@ -139,7 +139,7 @@ def worker_core(project: Path) -> dict:
 
     from stages.modeling import load_tokenizer
     from stages.params import TokenizeParams
-    from stages.tokenize import tokenize
+    from stages.texttok import tokenize
 
     folder = project / "data" / "augmented"
     t0 = time.perf_counter()

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stages.io import PipelineError
+import numpy as np
+import pandas as pd
+
+from stages.io import SPLITS
+from stages.params import TokenizeParams
+from stages.texttok import Fingerprint, Wrapper, length_stats
 
 IGNORE = -100  # CrossEntropyLoss's ignore_index
 
@@ -94,27 +99,45 @@ def align(pieces: list[list[int]], tags: list[int] | None, sentence: int, budget
     return out
 
 
-class Wrapper:
-    """Adds the tokenizer's special tokens around a window's sub-tokens ([CLS] … [SEP] for BERT)."""
-
-    def __init__(self, prefix: list[int], suffix: list[int]) -> None:
-        self.prefix, self.suffix = prefix, suffix
-        self.n_pre, self.n_special = len(prefix), len(prefix) + len(suffix)
-
-    @classmethod
-    def of(cls, tokenizer) -> Wrapper:
-        ids = tokenizer("a")["input_ids"]
-        bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-        for start in range(len(ids) - len(bare) + 1):
-            if ids[start : start + len(bare)] == bare:
-                return cls(ids[:start], ids[start + len(bare):])
-        raise PipelineError("tokenizer: cannot locate a text among its special tokens")
-
-    def __call__(self, ids: list[int]) -> list[int]:
-        return self.prefix + ids + self.suffix
-
-
 def continuation_ids(labels: list[str]) -> dict[int, int]:
     """Label id → the id of a word's later sub-tokens: B-X → I-X, anything else unchanged."""
     index = {n: i for i, n in enumerate(labels)}
     return {i: index.get("I-" + n[2:], i) if n.startswith("B-") else i for i, n in enumerate(labels)}
+
+
+def tokenize_sentences(splits: dict[str, pd.DataFrame], tokenizer, labels: list[str], p: TokenizeParams):
+    """Pure core for token classification: windows of sub-tokens with aligned label ids (see stages.align),
+    the word index of each word's first sub-token, and the sentence each window came from."""
+    import datasets
+    import pyarrow as pa
+
+    wrap = Wrapper.of(tokenizer)
+    budget = p.max_length - wrap.n_special
+    label2id = {n: i for i, n in enumerate(labels)}
+    continuation = continuation_ids(labels) if p.label_all_subtokens else None
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")),
+                                  "label": datasets.List(datasets.Value("int64")),
+                                  "word": datasets.List(datasets.Value("int32")),
+                                  "sentence": datasets.Value("int64"), "n_tokens": datasets.Value("int32"),
+                                  "word_labels": datasets.List(datasets.Value("int64"))})
+    out, report = {}, {"max_length": p.max_length, "label_all_subtokens": p.label_all_subtokens, "splits": {}}
+    for name in SPLITS:
+        df, stats, rows = splits[name], AlignStats(), []
+        sentences = [list(map(str, t)) for t in df["tokens"]]
+        for start in range(0, len(sentences), p.batch_size):
+            chunk = sentences[start : start + p.batch_size]
+            for k, pieces in enumerate(word_pieces(tokenizer, chunk) if chunk else []):
+                i = start + k
+                tags = [label2id[t] for t in df["tags"].iat[i]]
+                for w in align(pieces, tags, i, budget, wrap, continuation, stats):
+                    rows.append((w.input_ids, w.labels, w.words, w.sentence, stats.n_tokens[-1], w.word_labels))
+        columns = dict(zip(features, map(list, zip(*rows)))) if rows else {k: [] for k in features}
+        joined = pd.DataFrame({c: df[c].map(" ".join) for c in ("tokens", "tags")})  # lists do not hash
+        settings = f"{p.max_length}|{p.label_all_subtokens}|{labels}|{name}"
+        table = pa.Table.from_pydict(columns, schema=features.arrow_schema)
+        out[name] = datasets.Dataset(table, info=datasets.DatasetInfo(features=features),
+                                     fingerprint=Fingerprint(tokenizer, settings).add(joined).value())
+        report["splits"][name] = length_stats(np.asarray(stats.n_tokens), p.max_length) | {
+            "windows": stats.windows, "windowed_sentences": stats.windowed_sentences,
+            "empty_words": stats.empty_words, "truncated_words": stats.truncated_words}
+    return datasets.DatasetDict(out), report

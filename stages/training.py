@@ -15,9 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stages.align import IGNORE
-from stages.metrics import classification_metrics
-from stages.modeling import autocast_dtype, pad_batch, predict_logits
+from stages.modeling import autocast_dtype, pad_batch
 from stages.params import FinetuneParams
 
 MEGA_BATCH = 50  # batches per length-sorted group: random enough to train well, similar lengths inside
@@ -70,31 +68,15 @@ def _optimizer(model, p: FinetuneParams) -> torch.optim.Optimizer:
 
 
 Validate = Callable[[torch.nn.Module, "torch.dtype | None"], dict[str, float]]  # model, autocast dtype → metrics
+Collate = Callable[[list, np.ndarray, int], torch.Tensor]  # (targets, row indices, padded width) → the labels= tensor
 
 
-def sequence_validator(seqs: list[list[int]], labels: list[int], batch_size: int, pad_id: int, device) -> Validate:
-    """Validation for sequence classification: loss, accuracy, macro/weighted P/R/F1."""
-    def validate(model, dtype) -> dict[str, float]:
-        logits = torch.from_numpy(predict_logits(model, seqs, batch_size, pad_id, device, dtype))
-        loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels)).item()
-        return {"loss": loss} | classification_metrics(np.asarray(labels), logits.argmax(-1).numpy())
-    return validate
-
-
-def batch_targets(labels: list, idx: np.ndarray, width: int) -> torch.Tensor:
-    """One label per sequence, or (token classification) one per position, right-padded with IGNORE."""
-    if not isinstance(labels[0], list):
-        return torch.as_tensor([labels[i] for i in idx])
-    out = torch.full((len(idx), width), IGNORE, dtype=torch.long)
-    for row, i in enumerate(idx):
-        out[row, : len(labels[i])] = torch.as_tensor(labels[i])
-    return out
-
-
-def train(model, train_seqs: list[list[int]], train_labels: list, validate: Validate, p: FinetuneParams, metric: str,
-          pad_id: int, device: torch.device, callbacks: Callbacks = NoCallbacks()) -> TrainResult:
+def train(model, train_seqs: list[list[int]], train_labels: list, collate: Collate, validate: Validate,
+          p: FinetuneParams, metric: str, pad_id: int, device: torch.device,
+          callbacks: Callbacks = NoCallbacks()) -> TrainResult:
     """Fine-tune `model` in place; on return it holds the weights of the best validation epoch by `metric`.
-    `train_labels` holds a label id per sequence, or a list of label ids (IGNORE: no loss) per token."""
+    `collate(train_labels, idx, width)` gives a batch's `labels=` tensor; the model computes its own loss from it
+    (its config's problem_type picks cross-entropy, BCE with logits, ...)."""
     rng = np.random.default_rng(p.seed)
     dtype = autocast_dtype(device, p.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
@@ -118,11 +100,9 @@ def train(model, train_seqs: list[list[int]], train_labels: list, validate: Vali
         batches = make_batches(lengths, p.batch_size, rng, p.group_by_length)
         for b, idx in enumerate(batches):
             ids, mask = pad_batch([train_seqs[i] for i in idx], pad_id)
+            targets = collate(train_labels, idx, ids.shape[1]).to(device)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            # (batch, labels) or (batch, positions, labels) → rows of logits; IGNORE positions add nothing
-            targets = batch_targets(train_labels, idx, ids.shape[1]).to(device)
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), ignore_index=IGNORE)
+                loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=targets).loss
             scaler.scale(loss / p.gradient_accumulation_steps).backward()
             loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1
             seen, real_tokens, padded_tokens = seen + len(idx), real_tokens + int(lengths[idx].sum()), padded_tokens + ids.numel()

@@ -6,10 +6,9 @@ import pytest
 
 from stages import iob
 from stages.align import IGNORE, AlignStats, Wrapper, align, continuation_ids, windows_of, word_pieces
-from stages.entities import entity_scores, per_type, sentence_gold, type_confusion, word_predictions
+from stages.tasks.token import entity_scores, entity_spans, per_type, sentence_gold, split_words, type_confusion, word_predictions
 from stages.params import TokenizeParams
-from stages.serving import entity_spans, split_words
-from stages.tokenize import tokenize_sentences
+from stages.align import tokenize_sentences
 
 NAMES = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 

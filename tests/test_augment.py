@@ -5,10 +5,12 @@ import random
 import pandas as pd
 import pytest
 
-from stages.augment import augment
 from stages.eda import augment_text, load_wordnet, random_delete, random_swap, synonym_replace
 from stages.params import AugmentParams
 from stages.readers import package_path
+from stages.tasks import get
+
+augment = get("sequence_classification").augment
 
 SYN = {"film": ("movie", "picture"), "great": ("outstanding",), "funny": ("comic",)}
 TRAIN = pd.DataFrame({"text": ["a great film, truly funny", "the plot was dull and slow"], "label": ["pos", "neg"]})
@@ -83,7 +85,7 @@ def test_off_the_stage_streams_what_the_core_gives(tmp_path, monkeypatch, task):
 
     from stages import augment as stage
     from stages import io
-    from stages.augment import with_copies
+    from stages.eda import with_copies
     from stages.io import read_labels, read_splits, write_splits
 
     monkeypatch.chdir(tmp_path)

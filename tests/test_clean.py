@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from stages.clean import clean, clean_texts
+from stages.textclean import clean, clean_texts
 from stages.io import PipelineError
 from stages.params import CleanParams
 
@@ -100,7 +100,7 @@ def test_the_stage_streams_to_what_the_core_gives(tmp_path, monkeypatch, p):
     import pyarrow.parquet as pq
 
     from stages import io
-    from stages.clean import clean_files
+    from stages.textclean import clean_files
     from stages.io import read_splits, write_splits
 
     data = messy_splits()
@@ -124,7 +124,7 @@ def test_the_stage_streams_to_what_the_core_gives(tmp_path, monkeypatch, p):
 
 def test_a_failing_stage_leaves_no_output(tmp_path, monkeypatch):
     from stages import io
-    from stages.clean import clean_files
+    from stages.textclean import clean_files
     from stages.io import write_splits
 
     data = messy_splits()
@@ -137,7 +137,7 @@ def test_a_failing_stage_leaves_no_output(tmp_path, monkeypatch):
 
 
 def test_keys_are_digests_of_the_cleaned_text():
-    from stages.clean import text_keys
+    from stages.textclean import text_keys
 
     keys = text_keys(pd.DataFrame({"text": ["same", "same", "Same", "é"], "label": ["a", "b", "a", "a"]}))
     assert keys["key"].map(len).tolist() == [16] * 4 and keys["chars"].tolist() == [4, 4, 4, 1]

@@ -27,6 +27,13 @@ def test_undecodable_file_through_dvc_repro(tmp_path):
     ({"ingest": {"source": "data/source/missing.csv"}}, "error: ingest: data/source/missing.csv: file not found"),
     ({"ingest": {"source": "data/source/reviews.csv", "text_column": "review"}},
      "error: ingest: data/source/reviews.csv: no column 'review' (ingest.text_column); columns present: text, label"),
+    ({"task": "multilabel_classification", "ingest": {"source": "data/source/reviews.csv", "label_names": ["negative"]}},
+     "error: ingest: data/source/reviews.csv: row 2, column 'label': label 'positive' is not in ingest.label_names"),
+    ({"task": "multilabel_classification", "ingest": {"source": "data/source/reviews.csv", "label_names": ["neg"],
+                                                       "label_separator": "|"}},
+     "error: ingest: data/source/reviews.csv: row 1, column 'label': label 'negative' is not in ingest.label_names"),
+    ({"task": "ner"}, "error: ingest: params.yaml: task: unknown task 'ner' (choose from sequence_classification, "
+                      "token_classification, multilabel_classification)"),
 ])
 def test_one_line_errors(tmp_path, params, message):
     root = make_project(tmp_path, params)

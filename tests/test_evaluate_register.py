@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 
 from stages.baselines import majority_predictions, probe_predictions
-from stages.metrics import classification_metrics, confusion, per_class
+from stages.evaluate import confusion
 from stages.register import decide, pip_requirements
 from stages.serving import as_texts
+from stages.tasks.sequence import classification_metrics, per_class
 
 
 def test_metrics_against_hand_computed():
@@ -14,7 +15,8 @@ def test_metrics_against_hand_computed():
     m = classification_metrics(y, p)
     assert m["accuracy"] == 0.6
     assert np.isclose(m["f1_macro"], np.mean([0.5, 2 / 3]))
-    assert confusion(y, p, 2).tolist() == [[1, 1], [1, 2]]
+    names = np.array(["neg", "pos"])
+    assert confusion(list(names[y]), list(names[p]), ["neg", "pos"]).tolist() == [[1, 1], [1, 2]]
     rows = per_class(y, p, ["neg", "pos"])
     assert rows[1] == {"label": "pos", "precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3}
 

@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from stages.ingest import ingest, read_source, select_columns, stratified_split
+from stages.splits import stratified_split
+from stages.tasks.sequence import ingest, read_source, select_columns
 from stages.io import PipelineError
 from stages.params import IngestParams
 from stages.readers import read_demo, read_table

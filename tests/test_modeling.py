@@ -6,7 +6,8 @@ import torch
 
 from stages.io import PipelineError
 from stages import modeling
-from stages.modeling import autocast_dtype, load_classifier, pad_batch, pick_device, predict_logits, resolve_model
+from stages.modeling import autocast_dtype, pad_batch, pick_device, predict_logits, resolve_model
+from stages.tasks import get
 
 
 def test_packaged_model_resolves_to_its_folder():
@@ -26,7 +27,7 @@ def test_unknown_packaged_model():
 def test_hub_name_offline_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(PipelineError, match=r"model.name 'someone/unlikely-model-xyz': cannot load .*offline"):
-        load_classifier("someone/unlikely-model-xyz", ["a", "b"])
+        get("sequence_classification").load_model("someone/unlikely-model-xyz", ["a", "b"])
 
 
 def test_pad_batch():
@@ -61,7 +62,7 @@ def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
 
 
 def test_predict_logits_keeps_input_order(tiny_model_dir):
-    model = load_classifier(str(tiny_model_dir), ["a", "b"])
+    model = get("sequence_classification").load_model(str(tiny_model_dir), ["a", "b"])
     seqs = [[101, 2000 + i, 102] + [2001] * (i % 7) for i in range(20)]
     batched = predict_logits(model, seqs, 4, 0, torch.device("cpu"))
     one_by_one = [predict_logits(model, [s], 1, 0, torch.device("cpu"))[0] for s in seqs]

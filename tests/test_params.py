@@ -1,5 +1,6 @@
 """params.yaml, the params models and dvc.yaml agree; bad params fail with one clear line."""
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -38,11 +39,48 @@ def test_dvc_yaml_has_one_stage_per_module_and_section():
             produced |= {next(iter(o)) if isinstance(o, dict) else o for o in stage.get(kind, [])}
 
 
-def test_every_stage_module_dep_is_declared():
-    """A stage's own imports of stages.* helpers that hold logic are DVC deps (edits re-run it)."""
+def module_file(name: str) -> Path | None:
+    """The project file of module `name` (a package's __init__.py), or None for a library."""
+    base = ROOT / Path(*name.split("."))
+    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.exists()), None)
+
+
+def import_closure(module: str) -> set[str]:
+    """Project files that running `module` imports, transitively: imports at module level and inside functions alike,
+    and each package's __init__.py on the way (Python runs it first)."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # stages, stages.tasks, stages.tasks.token
+            path = module_file(".".join(parts[:i]))
+            if path is None or str(path.relative_to(ROOT)) in seen:
+                continue
+            seen.add(str(path.relative_to(ROOT)))
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    todo.extend(a.name for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    todo.append(node.module)
+                    todo.extend(f"{node.module}.{a.name}" for a in node.names)  # `from stages import tasks`
+    return seen
+
+
+def test_each_stage_depends_on_exactly_the_modules_it_imports():
+    """dvc.yaml deps of a stage = the project modules it imports, transitively: an edit to any of them re-runs it,
+    and no other edit does."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in dvc.items():
-        assert f"stages/{name}.py" in stage["deps"]
+        declared = {d for d in stage["deps"] if d.endswith(".py")}
+        want = import_closure(f"stages.{name}")
+        assert declared == want, f"{name}: missing {sorted(want - declared)}, extra {sorted(declared - want)}"
+
+
+def test_the_closure_follows_function_level_imports():
+    closure = import_closure("stages.register")
+    assert {"stages/register.py", "stages/tasks/__init__.py", "stages/tasks/multilabel.py", "stages/serving.py",
+            "stages/__init__.py"} <= closure
 
 
 def write(tmp_path, text):

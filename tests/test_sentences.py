@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.clean import clean_sentences, clean_tokens
+from stages.sentences import clean_sentences, clean_tokens
 from stages.io import PipelineError
 from stages.params import CleanParams, IngestParams
 from stages.sentences import ingest_sentences, read_conll, read_sentences

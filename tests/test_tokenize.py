@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from stages.params import TokenizeParams
-from stages.tokenize import length_stats, special_layout, tokenize
+from stages.texttok import length_stats, special_layout, tokenize
 
 
 def test_special_layout_of_bert(packaged_tokenizer):
@@ -48,7 +48,7 @@ def test_saved_bytes_do_not_depend_on_where_the_tokenizer_lives(tmp_path, packag
 
 
 def test_fingerprint_depends_on_the_rows_not_on_their_chunks(packaged_tokenizer):
-    from stages.tokenize import Fingerprint
+    from stages.texttok import Fingerprint
 
     df = pd.DataFrame({"text": [f"text {i}" for i in range(10)], "label": ["a", "b"] * 5})
     whole = Fingerprint(packaged_tokenizer, "s").add(df).value()
@@ -90,7 +90,7 @@ def test_the_stage_streams_to_what_the_core_saves(tmp_path, monkeypatch, package
 
     import datasets
 
-    from stages import io
+    from stages import io, texttok
     from stages import tokenize as stage
 
     splits = stage_project(tmp_path, monkeypatch, max_length=16, batch_size=5)
@@ -110,7 +110,7 @@ def test_the_stage_streams_to_what_the_core_saves(tmp_path, monkeypatch, package
 
 
 def test_a_failing_stage_leaves_no_output(tmp_path, monkeypatch):
-    from stages import io
+    from stages import io, texttok
     from stages import tokenize as stage
 
     stage_project(tmp_path, monkeypatch)
@@ -123,7 +123,7 @@ def test_a_failing_stage_leaves_no_output(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return length_stats(lengths, max_length)
 
-    monkeypatch.setattr(stage, "length_stats", fail_on_validation)
+    monkeypatch.setattr(texttok, "length_stats", fail_on_validation)
     try:
         stage.main()
     except RuntimeError:

@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from stages.modeling import load_classifier
+from stages.tasks import get
 from stages.params import FinetuneParams
-from stages.training import make_batches, sequence_validator, train
+from stages.training import make_batches, train
+
+SEQ = get("sequence_classification")
+
+
+def seq_validator(xs, ys):
+    import datasets
+
+    return SEQ.validator(datasets.Dataset.from_dict({"input_ids": xs, "label": ys}), ["no", "yes"], FinetuneParams(eval_batch_size=64), 0, CPU)
 
 CPU = torch.device("cpu")
 
@@ -48,12 +56,12 @@ class Recorder:
 
 def test_learns_a_separable_task_and_restores_best(tiny_model_dir):
     torch.manual_seed(0)
-    model = load_classifier(str(tiny_model_dir), ["no", "yes"])
+    model = SEQ.load_model(str(tiny_model_dir), ["no", "yes"])
     (xs, ys), (vx, vy) = toy(400, 0), toy(100, 1)
     p = FinetuneParams(learning_rate=3e-3, epochs=6, batch_size=16, log_every_steps=10, early_stopping_patience=6)
     rec = Recorder()
-    validate = sequence_validator(vx, vy, 64, 0, CPU)
-    result = train(model, xs, ys, validate, p, "accuracy", 0, CPU, rec)
+    validate = seq_validator(vx, vy)
+    result = train(model, xs, ys, SEQ.collate, validate, p, "accuracy", 0, CPU, rec)
     accs = [h["val_accuracy"] for h in result.history]
     assert max(accs) >= 0.9
     assert result.best_epoch == int(np.argmax(accs)) + 1 and result.best_value == max(accs)
@@ -65,18 +73,18 @@ def test_learns_a_separable_task_and_restores_best(tiny_model_dir):
 
 
 def test_early_stopping(tiny_model_dir):
-    model = load_classifier(str(tiny_model_dir), ["no", "yes"])
+    model = SEQ.load_model(str(tiny_model_dir), ["no", "yes"])
     xs, ys = toy(64, 0)
     p = FinetuneParams(learning_rate=1e-9, epochs=10, batch_size=16, early_stopping_patience=1, best_metric="loss")
-    result = train(model, xs, ys, sequence_validator(xs, ys, 64, 0, CPU), p, "loss", 0, CPU)
+    result = train(model, xs, ys, SEQ.collate, seq_validator(xs, ys), p, "loss", 0, CPU)
     assert result.stopped_early and len(result.history) < 10
 
 
 def test_gradient_accumulation_counts_optimizer_steps(tiny_model_dir):
-    model = load_classifier(str(tiny_model_dir), ["no", "yes"])
+    model = SEQ.load_model(str(tiny_model_dir), ["no", "yes"])
     xs, ys = toy(64, 0)
     rec = Recorder()
-    train(model, xs, ys, sequence_validator(xs, ys, 64, 0, CPU),
+    train(model, xs, ys, SEQ.collate, seq_validator(xs, ys),
           FinetuneParams(epochs=1, batch_size=8, gradient_accumulation_steps=4, log_every_steps=1), "accuracy", 0, CPU, rec)
     assert rec.steps == [1, 2]  # 8 batches / 4 accumulation = 2 optimizer steps
 
@@ -87,7 +95,6 @@ def test_token_classification_learns_tags_and_selects_by_entity_f1(tiny_model_di
     import datasets
 
     from stages.align import IGNORE
-    from stages.entities import token_validator
 
     names = ["O", "B-PER", "I-PER"]
     rng = np.random.default_rng(0)
@@ -111,10 +118,11 @@ def test_token_classification_learns_tags_and_selects_by_entity_f1(tiny_model_di
     train_rows, val_rows = sentences(300), sentences(60)
     val = datasets.Dataset.from_list(val_rows)
     torch.manual_seed(0)
-    model = load_classifier(str(tiny_model_dir), names, "token_classification")
+    task = get("token_classification")
+    model = task.load_model(str(tiny_model_dir), names)
     p = FinetuneParams(learning_rate=3e-3, epochs=4, batch_size=16, early_stopping_patience=4)
     result = train(model, [r["input_ids"] for r in train_rows], [r["label"] for r in train_rows],
-                   token_validator(val, names, 64, 0, CPU), p, "f1", 0, CPU)
+                   task.collate, task.validator(val, names, FinetuneParams(eval_batch_size=64), 0, CPU), p, "f1", 0, CPU)
     f1s = [h["val_f1"] for h in result.history]
     assert max(f1s) >= 0.9 and result.best_value == max(f1s) and result.best_epoch == int(np.argmax(f1s)) + 1
     assert {"val_strict_f1", "val_accuracy", "val_f1_macro", "val_loss"} <= set(result.history[0])

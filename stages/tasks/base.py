@@ -1,0 +1,167 @@
+"""The interface every task implements: what each stage asks of a task, and nothing else.
+
+A stage looks its task up once (`params, task = tasks.load()`) and calls these methods; it never asks which task it
+has. A task is one module in this package, a subclass of `Task`, listed in `stages/tasks/__init__.py`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from stages.io import PipelineError
+from stages.params import AugmentParams, CleanParams, FinetuneParams, IngestParams, Params, TokenizeParams
+
+Frames = dict[str, pd.DataFrame]  # a source as read: {'all'} or given {'train', 'validation'?, 'test'}
+Validate = Callable[[Any, Any], dict[str, float]]  # (model, autocast dtype or None) → validation metrics
+
+
+@dataclass
+class Ingested:
+    splits: Frames  # train / validation / test
+    labels: list[str]  # the model's label names, in id order
+    summary: dict  # per split: what ingest wrote (rows, label counts, ...)
+
+
+@dataclass
+class EvalInputs:
+    """What evaluate hands a task: the fine-tuned model, the tokenized splits, the cleaned texts (for baselines that
+    re-encode them) and the model's pipeline.json (labels, max_length, task extras such as thresholds)."""
+
+    model: Any
+    tokenized: Any  # datasets.DatasetDict
+    clean: Callable[[], Frames]  # read on demand: only the frozen probe needs the texts
+    meta: dict
+    pad_id: int
+    device: Any
+    encoder: Callable[[], Any]  # the frozen pretrained encoder, loaded on demand
+    tokenizer: Callable[[], Any]  # the pretrained tokenizer, loaded on demand
+
+    @property
+    def labels(self) -> list[str]:
+        return self.meta["labels"]
+
+
+@dataclass
+class Evaluation:
+    """evaluate's result: test metrics, the baselines', one row per class (label, precision, recall, f1, support),
+    the (actual, predicted) pairs the confusion plot counts, over `classes`, and anything else for metrics.json."""
+
+    test: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    per_class: list[dict]
+    actual: list[str]
+    predicted: list[str]
+    classes: list[str]
+    extra: dict = field(default_factory=dict)
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]  # what finetune.best_metric / register.metric may name; the first is 'auto'
+    operations: ClassVar[tuple[str, ...]]  # the augment operations that keep this task's labels true
+    unit: ClassVar[str] = "rows"  # what ingest and clean count
+    examples: ClassVar[list[str]]  # register's input example
+
+    # --- params -----------------------------------------------------------------------------------------------
+    def check(self, params: Params) -> None:
+        """Params that only make sense for some tasks: augment operations and metric names."""
+        if params.augment.enabled:
+            wrong = [op for op in params.augment.operations if op not in self.operations]
+            if wrong:
+                raise PipelineError(f"params.yaml: augment.operations: {wrong} do not fit task {self.name} "
+                                    f"(choose from {', '.join(self.operations)})")
+        for key, value in (("finetune.best_metric", params.finetune.best_metric),
+                           ("register.metric", params.register.metric)):
+            if value != "auto" and value not in self.metrics:
+                raise PipelineError(f"params.yaml: {key}: '{value}' is not a {self.name} metric (choose from auto, "
+                                    f"{', '.join(self.metrics)})")
+
+    def require_same(self, made_for: str | None, what: str, hint: str) -> None:
+        """`what` (data, a model, a registered name) was made for task `made_for`: it must be this one."""
+        if made_for is not None and made_for != self.name:
+            raise PipelineError(f"{what}: made for {made_for}, but params.yaml task is {self.name} ({hint})")
+
+    def metric(self, value: str) -> str:
+        """Resolve 'auto' to the task's default metric."""
+        return self.metrics[0] if value == "auto" else value
+
+    # --- ingest / clean / augment / tokenize -------------------------------------------------------------------
+    @abstractmethod
+    def read(self, p: IngestParams) -> Any:
+        """Shell: read what `ingest.source` names, as `ingest` takes it (errors name file, line/row and column)."""
+
+    @abstractmethod
+    def ingest(self, source: Any, p: IngestParams) -> Ingested:
+        """Pure core: what `read` returned → three splits, label names, summary."""
+
+    @abstractmethod
+    def clean(self, in_dir: Path, out_dir: Path, p: CleanParams) -> dict:
+        """Clean the split files of `in_dir` into `out_dir` (with labels.json); returns the report."""
+
+    @abstractmethod
+    def augment(self, train: pd.DataFrame, p: AugmentParams, synonyms) -> tuple[pd.DataFrame, dict]:
+        """Pure core: the train split plus augmented copies, and the report."""
+
+    @abstractmethod
+    def tokenize(self, in_dir: Path, tokenizer, labels: list[str], p: TokenizeParams, scratch: Path):
+        """The split files of `in_dir` → (datasets.DatasetDict with input_ids and label, report)."""
+
+    # --- model and training ------------------------------------------------------------------------------------
+    auto_model: ClassVar[str]  # the transformers Auto class of the head
+    problem_type: ClassVar[str | None] = None  # config.problem_type: picks the loss the model computes
+
+    def load_model(self, name: str, labels: list[str] | None = None):
+        """The classifier; with `labels`, the pretrained encoder and a fresh head named after them."""
+        import transformers
+
+        from stages.modeling import load_pretrained
+
+        auto = getattr(transformers, self.auto_model)
+        if labels is None:
+            return load_pretrained(auto, name)
+        return load_pretrained(auto, name, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                               label2id={n: i for i, n in enumerate(labels)}, problem_type=self.problem_type)
+
+    def train_rows(self, split) -> tuple[list[list[int]], list]:
+        """The train split as (input ids, targets) lists, rows that teach nothing left out."""
+        return list(split["input_ids"]), list(split["label"])
+
+    @abstractmethod
+    def collate(self, targets: list, idx: np.ndarray, width: int):
+        """The `labels=` tensor for rows `idx` of a batch padded to `width` positions."""
+
+    @abstractmethod
+    def validator(self, split, labels: list[str], p: FinetuneParams, pad_id: int, device) -> Validate:
+        """Scores a model on the validation split, once per epoch: loss (the model's own) and the task's metrics."""
+
+    def model_extras(self, model, split, labels: list[str], p: FinetuneParams, pad_id: int, device) -> dict:
+        """What serving needs beyond the weights, decided after training (e.g. thresholds): saved in pipeline.json."""
+        return {}
+
+    # --- evaluate and serve ------------------------------------------------------------------------------------
+    @abstractmethod
+    def evaluate(self, inputs: EvalInputs, baselines: list[str], batch_size: int, probe_rows: int) -> Evaluation:
+        """Test metrics, baselines, per-class rows and confusion pairs."""
+
+    @abstractmethod
+    def predictor(self, path: Path, meta: dict) -> Callable[[list[str]], Any]:
+        """Serving: load the model folder `path` (its pipeline.json is `meta`) once; returns predict(texts). The one
+        MLflow pyfunc class (stages.serving.Served) calls it, so serving code stays with its task."""
+
+    def load_for_serving(self, path: Path):
+        """(model in eval mode on the best device, tokenizer, device) from a fine-tuned folder."""
+        from stages.modeling import load_tokenizer, pick_device
+
+        device = pick_device("auto")
+        return self.load_model(str(path)).to(device).eval(), load_tokenizer(str(path)), device
+
+    @abstractmethod
+    def example_output(self, labels: list[str]):
+        """What the pyfunc returns for `examples` (its shape), for the model signature."""
