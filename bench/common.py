@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import platform
 import resource
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 
@@ -109,3 +114,41 @@ def report_targets(targets: list[dict], wrote: Path) -> int:
     print_targets(targets)
     print(f"wrote {wrote}")
     return 0
+
+
+def project_args(doc: str, data: Path, out: Path, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments of a benchmark that runs the pipeline on a data set in a clone of HEAD (bench.ner, goemotions)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=data)
+    ap.add_argument("--out", type=Path, default=out)
+    ap.add_argument("--max-train", type=int, default=None, help="ingest.max_rows: a quick smoke run")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary project")
+    return ap.parse_args(argv)
+
+
+def repro_in_clone(repo: Path, prefix: str, files: dict[str, str], params: dict, log: Path):
+    """Clone HEAD of `repo` into a temp dir, write `files` ({path in the project: text}) and params.yaml there, run
+    `dvc repro` with this interpreter's tools; returns (temp dir, project root, commit, env, proc, wall seconds) and
+    writes the repro's output to `log`."""
+    import yaml
+
+    from stages.cli import set_env_defaults
+
+    set_env_defaults()
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    root = tmp / "project"
+    subprocess.run(["git", "clone", "-q", str(repo), str(root)], check=True)
+    for name, text in files.items():
+        (root / name).write_text(text, encoding="utf-8")
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    log.write_text(proc.stdout + proc.stderr)
+    if proc.returncode:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+    return tmp, root, commit, env, proc, wall

@@ -8,19 +8,16 @@ the trained model scored on the full, uncleaned test.txt with the same seqeval c
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-from bench.common import machine_info, read_conll
+from bench.common import machine_info, project_args, read_conll, repro_in_clone
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "conll2003"
@@ -67,35 +64,16 @@ def score_full_test(model_dir: Path, test_file: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench/results/ner.json")
-    ap.add_argument("--max-train", type=int, default=None, help="ingest.max_rows: a quick smoke run")
-    ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--keep", action="store_true", help="keep the temporary project")
-    args = ap.parse_args(argv)
+    args = project_args(__doc__, DEFAULT_DATA, ROOT / "bench/results/ner.json", argv)
     if not (args.data / "train.txt").exists():
         print(f"skip: no CoNLL-2003 files in {args.data}")
         return 0
-    from stages.cli import set_env_defaults
-
-    set_env_defaults()
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-ner-"))
-    root = tmp / "project"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(root)], check=True)
-    for name in ("train.txt", "dev.txt", "test.txt"):
-        shutil.copy(args.data / name, root / "data/source" / name)
-    (root / "params.yaml").write_text(yaml.safe_dump(project_params(args.max_train, args.epochs), sort_keys=False))
+    files = {f"data/source/{name}": (args.data / name).read_text(encoding="utf-8")
+             for name in ("train.txt", "dev.txt", "test.txt")}
     load = os.getloadavg()
-    t0 = time.perf_counter()
-    proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    (args.out.parent).mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".log").write_text(proc.stdout + proc.stderr)
+    params = project_params(args.max_train, args.epochs)
+    tmp, root, commit, _, proc, wall = repro_in_clone(ROOT, "bench-ner-", files, params, args.out.with_suffix(".log"))
     if proc.returncode:
-        print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
         return proc.returncode
     read = lambda name: json.loads((root / name).read_text())  # noqa: E731
     result = {

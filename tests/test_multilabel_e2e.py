@@ -86,6 +86,7 @@ def test_model_thresholds_metrics_and_plots(project):
 
 def test_dag_is_dvcs_and_clean_after_the_flow(project):
     assert "up to date" in run_in(project, "dvc", "status").stdout
+    assert "Running stage" not in run_in(project, "dvc", "repro").stdout  # the flow left what dvc repro makes
 
 
 def test_pyfunc_returns_label_sets_in_another_process(project):
