@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -20,8 +21,10 @@ SPLITS = ("train", "validation", "test")
 CHUNK_ROWS = 20_000
 
 
+@functools.cache
 def _umask() -> int:
-    """The process umask (read by setting it, then put back): outputs get the permissions the user's umask gives."""
+    """The process umask, read once (by setting it, then putting it back) on the first write: outputs get the
+    permissions the user's umask gives."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

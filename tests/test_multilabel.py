@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from stages.io import PipelineError
+from stages.labelsets import check_label_sets, label_key, parse_labels
 from stages.params import CleanParams, IngestParams
 from stages.tasks import get
-from stages.tasks.multilabel import (NONE, check_label_sets, confusion_pairs, label_key, multilabel_metrics,
-                                     parse_labels, tune_thresholds)
+from stages.tasks.multilabel import NONE, confusion_pairs, multilabel_metrics, tune_thresholds
 
 TASK = get("multilabel_classification")
 GENRES = ["action", "comedy", "drama"]

@@ -10,9 +10,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.sentences import clean_sentences, clean_tokens
 from stages.io import PipelineError
 from stages.params import CleanParams, IngestParams
+from stages.sentence_clean import clean_sentences, clean_tokens
 from stages.sentences import ingest_sentences, read_conll, read_sentences
 from tests.conftest import make_project, run_in
 

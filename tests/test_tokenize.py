@@ -90,7 +90,7 @@ def test_the_stage_streams_to_what_the_core_saves(tmp_path, monkeypatch, package
 
     import datasets
 
-    from stages import io, texttok
+    from stages import io
     from stages import tokenize as stage
 
     splits = stage_project(tmp_path, monkeypatch, max_length=16, batch_size=5)

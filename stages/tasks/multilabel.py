@@ -21,89 +21,15 @@ import numpy as np
 import pandas as pd
 
 from stages.io import PipelineError
+from stages.labelsets import check_label_sets, label_key, multi_hot, select_label_lists
 from stages.params import AugmentParams, CleanParams, FinetuneParams, IngestParams
-from stages.splits import assemble, require_columns
+from stages.splits import assemble
 from stages.tasks.base import EvalInputs, Evaluation, Ingested
 from stages.tasks.sequence import SequenceClassification, frozen_embeddings, read_source
 from stages.textclean import clean_files
 
-SEP = "\x1f"  # joins a row's sorted labels into one comparable key
 NONE = "(none)"  # the confusion view's "no label" row/column
 GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # thresholds tried when tuning on validation
-
-
-def label_key(labels: pd.Series) -> pd.Series:
-    """A row's label set as one string (sorted, joined by SEP): what clean and the fingerprint compare."""
-    return labels.map(lambda v: SEP.join(sorted(map(str, v))))
-
-
-def parse_labels(value, sep: str | None, names: list[str] | None, where: str) -> list[str]:
-    """One cell → its label names (sorted, no repeats). Lists/arrays, a string joined by `sep`, or NaN/'' (none);
-    integer ids are named by `names`. Anything else is a one-line error at `where` (file, row, column)."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        items = list(value)
-    elif value is None or (isinstance(value, float) and np.isnan(value)):
-        items = []
-    elif isinstance(value, str):
-        items = [v for v in (value.split(sep) if sep else [value])]
-    else:
-        items = [value]
-    out = set()
-    for item in items:
-        text = str(item).strip()
-        if not text:
-            continue
-        is_int = isinstance(item, (int, np.integer)) or text.lstrip("-").isdigit()
-        if names and is_int and text not in names:
-            i = int(text)
-            if not 0 <= i < len(names):
-                raise PipelineError(f"{where}: label id {i} outside 0..{len(names) - 1} "
-                                    f"(ingest.label_names has {len(names)} names)")
-            text = names[i]
-        elif names and text not in names:
-            hint = "" if sep else "; several labels in one string need ingest.label_separator"
-            raise PipelineError(f"{where}: label '{text}' is not in ingest.label_names{hint}")
-        out.add(text)
-    return sorted(out)
-
-
-def select_label_lists(df: pd.DataFrame, p: IngestParams, where: str, names: list[str] | None = None) -> pd.DataFrame:
-    """Keep text and label columns as `text` (str) and `label` (a list of label names per row)."""
-    require_columns(df, p, ("text_column", "label_column"), where)
-    names = names or p.label_names
-    labels = [parse_labels(v, p.label_separator, names, f"{where}: row {r}, column '{p.label_column}'")
-              for r, v in enumerate(df[p.label_column], 1)]
-    if not p.allow_no_label:
-        empty = [r for r, v in enumerate(labels, 1) if not v]
-        if empty:
-            raise PipelineError(f"{where}: row {empty[0]}, column '{p.label_column}': no label ({len(empty)} rows "
-                                f"without one); set ingest.allow_no_label: true if 'none of these' is an answer")
-    return pd.DataFrame({"text": df[p.text_column].fillna("").astype(str).to_numpy(),
-                         "label": pd.Series(labels, dtype=object)})
-
-
-def check_label_sets(splits: dict, after: str = "") -> None:
-    """Train holds at least 2 distinct labels, and every validation/test label occurs in train. Labels are lists,
-    or the keys `label_key` makes of them."""
-    def sets(df):
-        return [set(v.split(SEP)) - {""} if isinstance(v, str) else set(v) for v in df["label"]]
-
-    seen = set().union(*sets(splits["train"]))
-    if len(seen) < 2:
-        raise PipelineError(f"train split has {len(seen)} distinct label{'' if len(seen) == 1 else 's'}{after}; "
-                            f"need at least 2")
-    for split in ("validation", "test"):
-        for r, labels in enumerate(sets(splits[split]), 1):
-            if labels - seen:
-                raise PipelineError(f"{split} split, row {r}, column 'label': label '{sorted(labels - seen)[0]}' "
-                                    f"never occurs in train{after}")
-
-
-def multi_hot(labels: pd.Series, label2id: dict[str, int]) -> list[list[float]]:
-    out = np.zeros((len(labels), len(label2id)), np.float32)
-    for r, row in enumerate(labels):
-        out[r, [label2id[x] for x in row]] = 1.0
-    return out.tolist()
 
 
 def tune_thresholds(y: np.ndarray, probs: np.ndarray, rule) -> np.ndarray:

@@ -17,7 +17,8 @@ from stages.align import IGNORE, tokenize_sentences
 from stages.io import read_splits, write_splits
 from stages.iob import OUTSIDE
 from stages.params import AugmentParams, CleanParams, FinetuneParams, IngestParams, TokenizeParams
-from stages.sentences import clean_sentences, ingest_sentences, read_sentences, sentence_labels
+from stages.sentence_clean import clean_sentences
+from stages.sentences import ingest_sentences, read_sentences, sentence_labels
 from stages.tasks.base import EvalInputs, Evaluation, Ingested, Task
 
 
