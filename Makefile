@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test flow bench ui clean-outputs
+.PHONY: setup run test flow bench ui recover clean-outputs
 
 $(BIN)/dvc: pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (Python 3.11 is required)"; exit 1; }
@@ -20,6 +20,7 @@ setup: $(BIN)/dvc
 
 run: setup
 	dvc repro
+	@$(BIN)/python -m flows.recover --save   # this run is now the last good one (make recover)
 	@echo; dvc metrics show reports/metrics.json reports/train.json
 
 test: setup
@@ -27,6 +28,10 @@ test: setup
 
 flow: setup
 	$(BIN)/python -m flows.pipeline
+
+# after a failed run: put back the last good run's dvc.lock, reports, data/ and models/
+recover: setup
+	$(BIN)/python -m flows.recover
 
 # every speed benchmark side by side (~1 h on 2 cores): bench/results/ and BENCHMARKS.md
 bench: setup

@@ -6,14 +6,18 @@ retries, per-stage state and logs, and the steps outside the DAG (new-data check
 
     python -m flows.pipeline                        # run once (Prefect's temporary server)
     python -m flows.pipeline --only-if-changed      # skip when dvc status says nothing changed
+    python -m flows.pipeline --restore-on-failure   # a failed stage puts back the last good run (flows.recover)
     python -m flows.pipeline --serve --cron "0 3 * * *"   # nightly retraining (prefect server start)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +25,10 @@ from pathlib import Path
 
 import yaml
 
+from flows import recover
 from stages.cli import set_env_defaults
+from stages.credentials import redact
+from stages.io import PipelineError
 from stages.tracking import FLOW_RUN_ENV
 
 DVC_FILE = Path("dvc.yaml")
@@ -32,17 +39,52 @@ def stage_names(dvc_file: Path = DVC_FILE) -> list[str]:
     return list((yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {}))
 
 
+def _detach_temporary_server() -> None:
+    """Start Prefect's temporary server in its own session. A terminal's Ctrl-C signals the whole foreground process
+    group: the temporary server died with the flow, which then could not report its end, and the run stayed
+    `RUNNING` forever. Detached, the server outlives the interrupt long enough to record the flow run `CRASHED`."""
+    import types
+
+    from prefect.server.api import server
+
+    if not isinstance(server.subprocess, types.SimpleNamespace):
+        server.subprocess = types.SimpleNamespace(**{k: getattr(subprocess, k) for k in dir(subprocess)
+                                                     if not k.startswith("__")})
+        server.subprocess.Popen = functools.partial(subprocess.Popen, start_new_session=True)
+
+
+def _interrupt_stage(proc: subprocess.Popen) -> None:
+    """Ctrl-C during a stage: interrupt the stage's command (dvc's child), not dvc itself, then let dvc finish. DVC
+    records a stage that did finish (its outputs are complete) and nothing for one that did not; interrupted itself,
+    it could stop between a finished stage and its dvc.lock entry."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def dvc(*args: str, env: dict[str, str] | None = None, log=None) -> str:
-    """Run a dvc command, streaming its output to `log`; a failure raises with its last line."""
+    """Run a dvc command, streaming its output (credentials redacted) to `log`; a failure raises with its last line.
+    dvc runs in its own session: an interrupt reaches it through `_interrupt_stage` only."""
     proc = subprocess.Popen([sys.executable, "-m", "dvc", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, **(env or {})})
+                            text=True, env={**os.environ, **(env or {})}, start_new_session=True)
     lines = []
-    for line in proc.stdout:
-        line = line.rstrip().rsplit("\r", 1)[-1]  # progress bars: keep their last state only
-        if line:
-            lines.append(line)
-            if log:
-                log.info(line)
+    try:
+        for line in proc.stdout:
+            line = redact(line.rstrip().rsplit("\r", 1)[-1])  # progress bars: keep their last state only
+            if line:
+                lines.append(line)
+                if log:
+                    log.info(line)
+    except KeyboardInterrupt:
+        _interrupt_stage(proc)
+        raise
     if proc.wait():
         errors = [ln for ln in lines if ln.startswith(("error:", "ERROR"))] or lines[-1:] or ["no output"]
         raise RuntimeError(f"dvc {' '.join(args)} failed (exit {proc.returncode}): {errors[-1]}")
@@ -69,7 +111,8 @@ def _build_flow():
         return {"stage": stage, "seconds": round(time.perf_counter() - t0, 1), "skipped": "didn't change" in out}
 
     @flow(name="nlp-transfer-pipeline", log_prints=True)
-    def pipeline(only_if_changed: bool = False, push: bool = False, retries: int = 0) -> dict:
+    def pipeline(only_if_changed: bool = False, push: bool = False, retries: int = 0,
+                 restore_on_failure: bool = False) -> dict:
         log = get_run_logger()
         if only_if_changed:
             pending = changed_stages()
@@ -78,12 +121,21 @@ def _build_flow():
                 return {"ran": False, "stages": []}
             log.info("changed: %s", ", ".join(pending))
         results = []
-        for stage in stage_names():  # sequential: each stage consumes the previous one's outputs
-            results.append(run_stage.with_options(retries=retries, retry_delay_seconds=30)(stage))
+        try:
+            for stage in stage_names():  # sequential: each stage consumes the previous one's outputs
+                results.append(run_stage.with_options(retries=retries, retry_delay_seconds=30)(stage))
+        except Exception:
+            if restore_on_failure:
+                log.error("a stage failed; restored %s", recover.restore())
+            else:
+                log.error("a stage failed: its outputs are gone and the stages before it hold the new data; "
+                          "python -m flows.recover restores the last good run")
+            raise
+        recover.save()  # the last good run, for flows.recover
         if push:
             dvc("push", log=log)
         log.info("stage seconds: %s", {r["stage"]: r["seconds"] for r in results})
-        return {"ran": True, "stages": results}
+        return {"ran": not all(r["skipped"] for r in results), "stages": results}
 
     return pipeline
 
@@ -93,21 +145,31 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only-if-changed", action="store_true", help="skip the run when dvc status is clean")
     ap.add_argument("--push", action="store_true", help="dvc push after the run (needs a DVC remote)")
     ap.add_argument("--retries", type=int, default=0, help="retries per stage task")
+    ap.add_argument("--restore-on-failure", action="store_true",
+                    help="when a stage fails, put back the last good run's outputs (python -m flows.recover)")
     ap.add_argument("--serve", action="store_true", help="serve a scheduled deployment (needs prefect server start)")
     ap.add_argument("--cron", default="0 3 * * *", help="schedule for --serve (default: 03:00 daily)")
     ap.add_argument("--name", default="nightly-retrain", help="deployment name for --serve")
     args = ap.parse_args(argv)
     set_env_defaults()
     pipeline = _build_flow()
-    params = {"only_if_changed": args.only_if_changed, "push": args.push, "retries": args.retries}
-    if args.serve:  # the scheduled run retrains only when new data or params arrived
-        pipeline.serve(name=args.name, cron=args.cron, parameters=params | {"only_if_changed": True})
+    params = {"only_if_changed": args.only_if_changed, "push": args.push, "retries": args.retries,
+              "restore_on_failure": args.restore_on_failure}
+    if args.serve:  # the scheduled run retrains only when new data or params arrived; a bad night keeps the last good
+        pipeline.serve(name=args.name, cron=args.cron,
+                       parameters=params | {"only_if_changed": True, "restore_on_failure": True})
         return
+    if not os.environ.get("PREFECT_API_URL"):
+        _detach_temporary_server()
     try:
         result = pipeline(**params)
-    except RuntimeError as e:
+    except (RuntimeError, PipelineError) as e:
         print(f"error: flows.pipeline: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: flows.pipeline: interrupted; the flow run is marked CRASHED, every stage that finished is "
+              "recorded in dvc.lock: run again to continue", file=sys.stderr)
+        sys.exit(130)
     print(json.dumps(result))
 
 

@@ -16,12 +16,20 @@ OFFLINE_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1",
     "TOKENIZERS_PARALLELISM": "false",  # torch owns the cores while training; the tokenize stage turns it on
+    # Prefect's temporary server (a flow run without `prefect server start`) gets 20 s to start by default: too
+    # little on a loaded 2-core machine, where the flow then failed before any stage ran.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
 
 
 def set_env_defaults() -> None:
+    """The defaults above (the shell's values win), and credentials out of $MLFLOW_TRACKING_URI into the
+    environment (stages.credentials), so no URI this process or its children print carries a password."""
+    from stages import credentials
+
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    credentials.move_to_env()
 
 
 def _process_seconds() -> float:
@@ -35,15 +43,17 @@ def _process_seconds() -> float:
 
 def run(main: Callable[[], None], stage: str) -> None:
     """Run a stage's shell; a PipelineError (or a bad param) prints one line and exits 1."""
+    from stages import credentials
     from stages.io import PipelineError
 
     set_env_defaults()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {stage}: %(message)s", datefmt="%H:%M:%S")
+    credentials.redact_logging()
     try:
         main()
         logging.getLogger(stage).info("done in %.1f s (process wall, start-up and imports included)", _process_seconds())
     except PipelineError as e:
-        print(f"error: {stage}: {e}", file=sys.stderr)
+        print(credentials.redact(f"error: {stage}: {e}"), file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"error: {stage}: interrupted", file=sys.stderr)

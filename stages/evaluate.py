@@ -51,12 +51,39 @@ def confusion_png(cm: np.ndarray, labels: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def bootstrap_ci(rescore, n: int, samples: int, seed: int = 0) -> list[float] | None:
+    """95% percentile interval of a metric over `samples` resamples (with replacement) of the n test units."""
+    if not samples or not n or rescore is None:
+        return None
+    rng = np.random.default_rng(seed)
+    values = [rescore(rng.integers(0, n, n)) for _ in range(samples)]
+    return [round(float(v), 4) for v in np.percentile(values, [2.5, 97.5])]
+
+
+def reliability(ev: Evaluation, metric: str, unit: str, p: EvaluateParams) -> dict:
+    """Pure core: is the test split large enough for its score to mean anything? The size, the smallest class, the
+    95% interval and, if not comparable, the reasons (register keeps such a version from the champion alias)."""
+    reasons = []
+    if ev.units < p.min_test_rows:
+        reasons.append(f"the test split has {ev.units} {unit} (evaluate.min_test_rows: {p.min_test_rows})")
+    small = sorted((r["support"], r["label"]) for r in ev.per_class if r["support"] < p.min_test_per_class)
+    if small:
+        shown = ", ".join(f"'{label}' {n}" for n, label in small[:5]) + (", ..." if len(small) > 5 else "")
+        reasons.append(f"{len(small)} class(es) with fewer than {p.min_test_per_class} test examples "
+                       f"(evaluate.min_test_per_class): {shown}")
+    smallest = min(ev.per_class, key=lambda r: r["support"], default=None)
+    return {f"test_{unit}": ev.units, "smallest_class": smallest and {"label": smallest["label"],
+                                                                        "support": int(smallest["support"])},
+            "ci95": {metric: bootstrap_ci(ev.rescore, ev.units, p.bootstrap_samples)},
+            "comparable": not reasons, "reasons": reasons}
+
+
 def evaluate(task: Task, inputs: EvalInputs, p: EvaluateParams) -> tuple[Evaluation, dict]:
-    """Pure core: the task's evaluation, and metrics.json: test, baselines, what fine-tuning gained over each
-    baseline on the task's metric, per class, and the task's extras."""
+    """Pure core: the task's evaluation, and metrics.json: test, its reliability, baselines, what fine-tuning gained
+    over each baseline on the task's metric, per class, and the task's extras."""
     ev = task.evaluate(inputs, p.baselines, p.batch_size, p.probe_max_train_rows)
     primary = task.metric("auto")
-    metrics = {"test": ev.test, "baselines": ev.baselines,
+    metrics = {"test": ev.test, "reliability": reliability(ev, primary, task.unit, p), "baselines": ev.baselines,
                f"gain_{primary}": {name: round(ev.test[primary] - b[primary], 4) for name, b in ev.baselines.items()},
                "per_class": {r["label"]: {k: v for k, v in r.items() if k != "label"} for r in ev.per_class}}
     return ev, metrics | ev.extra
@@ -83,13 +110,21 @@ def main() -> None:
         flat = {f"test_{k}": v for k, v in metrics["test"].items()}
         flat |= {f"baseline_{n}_{k}": v for n, b in metrics["baselines"].items() for k, v in b.items()}
         flat |= {f"test_f1_{label}": c["f1"] for label, c in metrics["per_class"].items()}
-        tracking.log_metrics(flat)
+        rel = metrics["reliability"]
+        for metric, ci in rel["ci95"].items():
+            flat |= {f"test_{metric}_ci95_low": ci[0], f"test_{metric}_ci95_high": ci[1]} if ci else {}
+        tracking.log_metrics(flat | {f"test_{task.unit}": rel[f"test_{task.unit}"]})
+        tracking.set_tags({"test.comparable": str(rel["comparable"]).lower()}
+                          | ({"test.not_comparable_because": "; ".join(rel["reasons"])} if rel["reasons"] else {}))
         tracking.log_artifacts([str(PLOTS)], "plots")
         tracking.log_artifacts([str(METRICS)], "reports")
     primary = task.metric("auto")
-    log.info("test %s %.4f, f1_macro %.4f; baselines %s; run %s", primary, metrics["test"][primary],
-             metrics["test"]["f1_macro"], {n: round(b[primary], 4) for n, b in metrics["baselines"].items()},
-             run.info.run_id)
+    ci = rel["ci95"][primary]
+    log.info("test %s %.4f%s, f1_macro %.4f on %d %s; baselines %s; run %s", primary, metrics["test"][primary],
+             f" (95% interval {ci[0]:.4f}-{ci[1]:.4f})" if ci else "", metrics["test"]["f1_macro"], ev.units, task.unit,
+             {n: round(b[primary], 4) for n, b in metrics["baselines"].items()}, run.info.run_id)
+    for reason in rel["reasons"]:
+        log.warning("WARNING: test score not comparable: %s; register will not make this version champion", reason)
 
 
 if __name__ == "__main__":

@@ -34,11 +34,33 @@ class PipelineError(Exception):
     """A user-facing problem: printed as one line, exit status 1, no traceback."""
 
 
+def _tmp_prefix(final: Path) -> str:
+    """Temp files and dirs beside `final` are named `.<name>.tmp-<pid>-<random>`: the pid says whose they are."""
+    return f".{final.name}.tmp-"
+
+
+def remove_stale_temps(final: Path) -> list[Path]:
+    """Remove the temp dirs/files beside `final` whose process is gone (a SIGKILL or OOM kill skips every
+    `finally`); a live process's are left alone. Returns what was removed."""
+    import psutil
+
+    removed = []
+    for path in final.parent.glob(f"{_tmp_prefix(final)}*"):
+        pid = path.name.removeprefix(_tmp_prefix(final)).split("-", 1)[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or psutil.pid_exists(int(pid))):
+            continue
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temp dir beside `final`; it replaces `final` only if the block succeeds."""
+    """Yield a temp dir beside `final`; it replaces `final` only if the block succeeds. Temps a killed run left
+    beside `final` are removed first."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale_temps(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_tmp_prefix(final)}{os.getpid()}-", dir=final.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; outputs get the usual permissions
     try:
         yield tmp
@@ -53,7 +75,8 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(path)}{os.getpid()}-", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         with os.fdopen(fd, "w") as f:

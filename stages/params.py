@@ -109,6 +109,12 @@ class EvaluateParams(Strict):
     batch_size: int = Field(128, ge=1)
     baselines: list[Literal["majority", "frozen_probe"]] = ["majority", "frozen_probe"]
     probe_max_train_rows: int = Field(10000, ge=10)  # caps the frozen-encoder pass over train
+    # Below these the test score means little (3 rows of one class score 1.0): evaluate warns, and register keeps
+    # such a version from the champion alias. Units: the task's (rows; sentences for NER); per class: rows per label,
+    # gold entities per type, positive rows per label (multi-label).
+    min_test_rows: int = Field(100, ge=1)
+    min_test_per_class: int = Field(5, ge=0)
+    bootstrap_samples: int = Field(1000, ge=0)  # resamples of the test units for the 95% interval (0: none)
 
 
 class RegisterParams(Strict):

@@ -1,8 +1,11 @@
 """Register the fine-tuned model in the MLflow registry and decide the aliases.
 
-The new version always becomes the `challenger`; it becomes the `champion` when there is none, or
-when it beats the champion's test metric (strictly, and by at least `register.min_improvement`). The decision and
-its numbers go to `reports/register.json` and the run.
+The new version always becomes the `challenger`. It becomes the `champion` when it is comparable with the champion and
+beats it (strictly, and by at least `register.min_improvement`), or when there is none. Comparable means: its test
+split was large enough to mean something (evaluate's `reliability`), and it has the champion's task and label set; a
+version that is not stays a challenger, with the reason. The read-compare-set runs under the registry lock, so two
+pipelines registering into one store at once cannot both win. The decision and its numbers go to
+`reports/register.json`, the run and the version's tags.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import logging
 from importlib.metadata import version
 from pathlib import Path
 
-from stages import tasks, tracking
+from stages import registry, tasks, tracking
 from stages.io import read_json, write_json
+from stages.registry import Facts
 
 MODEL, METRICS, REPORT = Path("models/finetuned"), Path("reports/metrics.json"), Path("reports/register.json")
 REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "mlflow", "pydantic", "pyyaml",
@@ -20,13 +24,24 @@ REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "
 log = logging.getLogger(__name__)
 
 
-def decide(new: float, champion: float | None, min_improvement: float) -> tuple[bool, str]:
-    """Pure core: does the new version take the champion alias?"""
+def decide(new: Facts, champion: Facts | None, min_improvement: float) -> tuple[bool, str]:
+    """Pure core: does the new version take the champion alias, and why (not)?"""
+    if not new.reliable:
+        return False, f"not comparable: {new.why}"
     if champion is None:
         return True, "no champion yet"
-    if new > champion and new >= champion + min_improvement:  # a tie never moves the champion
-        return True, f"{new:.4f} beats champion {champion:.4f} by >= {min_improvement}"
-    return False, f"{new:.4f} does not beat champion {champion:.4f} by > 0 and >= {min_improvement}"
+    if champion.made_for != new.made_for:
+        return False, f"not comparable: task {new.made_for}, the champion's is {champion.made_for}"
+    if champion.labels != new.labels:
+        added, missing = sorted(new.labels - champion.labels), sorted(champion.labels - new.labels)
+        return False, (f"not comparable: the label set differs from the champion's (new: {added or 'none'}; "
+                       f"missing: {missing or 'none'})")
+    if not champion.reliable or champion.value is None:
+        return True, f"the champion (version {champion.version}) has no comparable test score: {champion.why or 'none'}"
+    new_v, old = new.value, champion.value
+    if new_v > old and new_v >= old + min_improvement:  # a tie never moves the champion
+        return True, f"{new_v:.4f} beats champion {old:.4f} by >= {min_improvement}"
+    return False, f"{new_v:.4f} does not beat champion {old:.4f} by > 0 and >= {min_improvement}"
 
 
 def pip_requirements() -> list[str]:
@@ -37,31 +52,33 @@ def pip_requirements() -> list[str]:
 def main() -> None:
     params, task = tasks.load()
     p, metric = params.register, task.metric(params.register.metric)
-    value = read_json(METRICS)["test"][metric]
-    champ = tracking.alias_version(p.model_name, p.champion_alias)  # before logging: one name serves one task
-    task.require_same(champ.tags.get("task", "sequence_classification") if champ else None,
-                      f"register.model_name '{p.model_name}': its champion", f"set register.model_name to a name for "
-                      f"{task.name} models")
-    champ_value = tracking.run_metric(champ.run_id, f"test_{metric}") if champ else None
+    metrics = read_json(METRICS)
+    rel = metrics.get("reliability", {"comparable": True, "reasons": []})
     labels = read_json(MODEL / "pipeline.json")["labels"]
+    new = Facts(None, task.name, frozenset(labels), metrics["test"][metric], rel["comparable"], "; ".join(rel["reasons"]))
     with tracking.resume_run() as run:
         ver = tracking.log_served_model(str(MODEL), p.model_name, pip_requirements(), task.examples,
                                         task.example_output(labels))
-        tracking.tag_version(p.model_name, ver, {f"test_{metric}": str(value), "task": task.name})
-        promote, reason = decide(value, champ_value, p.min_improvement)
-        tracking.set_alias(p.model_name, p.challenger_alias, ver)
-        if promote:
-            tracking.set_alias(p.model_name, p.champion_alias, ver)
+        registry.tag_version(p.model_name, ver, registry.facts_tags(new, metric))
+        with registry.lock(p.model_name):  # read champion, compare, move aliases: one step for concurrent pipelines
+            champ = registry.alias_version(p.model_name, p.champion_alias)
+            old = registry.facts(champ, metric) if champ else None
+            promote, reason = decide(new, old, p.min_improvement)
+            registry.set_alias(p.model_name, p.challenger_alias, ver)
+            if promote:
+                registry.set_alias(p.model_name, p.champion_alias, ver)
+        registry.tag_version(p.model_name, ver, {"decision": reason})
+        serving = ver if promote else (old.version if old else None)
         report = {"model_name": p.model_name, "version": ver, "run_id": run.info.run_id, "metric": f"test_{metric}",
-                  "value": value, "previous_champion": {"version": str(champ.version) if champ else None,
-                                                        "value": champ_value},
-                  "champion": ver if promote else str(champ.version), "promoted": promote, "reason": reason,
+                  "value": new.value, "comparable": new.reliable,
+                  "previous_champion": {"version": old.version if old else None, "value": old.value if old else None},
+                  "champion": serving, "promoted": promote, "reason": reason,
                   "model_uri": f"models:/{p.model_name}@{p.champion_alias}"}
         tracking.set_tags({"registry.version": ver, "registry.promoted": str(promote).lower(), "registry.reason": reason})
         tracking.log_dict(report, "reports/register.json")
     write_json(REPORT, report)
     log.info("%s version %s: %s (%s); champion is version %s", p.model_name, ver,
-             "promoted to champion" if promote else "challenger only", reason, report["champion"])
+             "promoted to champion" if promote else "challenger only", reason, serving)
 
 
 if __name__ == "__main__":

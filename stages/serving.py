@@ -14,16 +14,43 @@ from pathlib import Path
 import mlflow.pyfunc
 
 
+EXPECTED = ("a string, a list of strings, or a DataFrame with a 'text' column of strings (REST: {\"inputs\": "
+            "[\"...\"]} or {\"dataframe_split\": {\"columns\": [\"text\"], ...}})")
+
+
+def bad_input(message: str) -> Exception:
+    """An input error: MLflow's scoring server answers it with HTTP 400 and the message; Python raises it."""
+    from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+    return MlflowException(f"{message}; expected {EXPECTED}", error_code=INVALID_PARAMETER_VALUE)
+
+
 def as_texts(model_input) -> list[str]:
-    """Accept a string, a list/array/Series of strings, or a DataFrame (column `text`, else the first)."""
+    """The texts in `model_input`: a string, a list/array/Series of strings, or a DataFrame's `text` column (MLflow
+    hands a list as a DataFrame with column 0). Anything else is an error naming what was expected, never a guess:
+    not another column (an id), not the string form of a list, None or a number; nor an empty text (clean drops
+    those from training: the model has learnt nothing to say about them)."""
     import pandas as pd
 
     if isinstance(model_input, str):
-        return [model_input]
+        model_input = [model_input]
+    elif isinstance(model_input, dict):
+        raise bad_input(f"got a dict with keys {list(model_input)[:5]}")
     if isinstance(model_input, pd.DataFrame):
-        col = "text" if "text" in model_input.columns else model_input.columns[0]
-        return model_input[col].astype(str).tolist()
-    return [str(t) for t in list(model_input)]
+        cols = list(model_input.columns)
+        if "text" in cols:
+            model_input = model_input["text"]
+        elif cols == [0]:
+            model_input = model_input[0]
+        else:
+            raise bad_input(f"got a DataFrame with columns {cols[:5]} and no 'text' column")
+    texts = list(model_input)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise bad_input(f"input row {i}: got {type(t).__name__} {str(t)[:40]!r}, not a string")
+        if not t.strip():
+            raise bad_input(f"input row {i}: empty text (nothing to classify: drop it)")
+    return texts
 
 
 class Served(mlflow.pyfunc.PythonModel):

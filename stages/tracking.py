@@ -7,6 +7,7 @@ Cores never import this: finetune injects `EpochLogger` into the training loop a
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from stages import credentials
 from stages.io import PipelineError, read_json, write_json
 
 RUN_FILE = Path("reports/mlflow_run.json")
@@ -22,14 +24,36 @@ FLOW_RUN_ENV = "PIPELINE_PREFECT_FLOW_RUN_ID"  # set by flows.pipeline for the s
 
 
 def tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else SQLite in the project root (`mlflow ui --backend-store-uri sqlite:///mlflow.db`)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    """$MLFLOW_TRACKING_URI, else SQLite in the project root (`mlflow ui --backend-store-uri sqlite:///mlflow.db`).
+    Credentials in the URI move to the environment first: the URI returned (and logged, and written) has none."""
+    credentials.move_to_env()
+    return os.environ.get(credentials.URI_ENV) or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+@functools.cache
+def ensure_store(uri: str) -> None:
+    """Create a SQLite store's tables once, under a file lock beside it: two first runs creating them at once crash
+    (both run the migrations: "duplicate column name"). Other stores are created by their server."""
+    if not uri.startswith("sqlite:///"):
+        return
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock", timeout=300):
+        client = MlflowClient(uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # tracking tables (and migrations)
+        client.search_registered_models(max_results=1)  # registry tables
 
 
 def _mlflow():
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    ensure_store(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     return mlflow
 
 
@@ -113,24 +137,12 @@ def log_dict(obj: dict, path: str) -> None:
     _mlflow().log_dict(obj, path)
 
 
-def _client():
+def client():
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri())
-
-
-def alias_version(model_name: str, alias: str):
-    """The model version an alias points at, or None (no such alias, or no such model yet)."""
-    import mlflow
-
-    try:
-        return _client().get_model_version_by_alias(model_name, alias)
-    except mlflow.exceptions.MlflowException:
-        return None
-
-
-def run_metric(run_id: str, key: str) -> float | None:
-    return _client().get_run(run_id).data.metrics.get(key)
+    uri = tracking_uri()
+    ensure_store(uri)
+    return MlflowClient(uri, registry_uri=uri)
 
 
 def log_served_model(model_dir: str, model_name: str, requirements: list[str], example, example_output) -> str:
@@ -145,16 +157,6 @@ def log_served_model(model_dir: str, model_name: str, requirements: list[str], e
         pip_requirements=requirements, input_example=example, signature=infer_signature(example, example_output),
         registered_model_name=model_name)
     return str(info.registered_model_version)
-
-
-def tag_version(model_name: str, version: str, tags: dict[str, str]) -> None:
-    client = _client()
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, value)
-
-
-def set_alias(model_name: str, alias: str, version: str) -> None:
-    _client().set_registered_model_alias(model_name, alias, version)
 
 
 class EpochLogger:

@@ -110,3 +110,39 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` with basic auth (user admin) on 127.0.0.1: (URI without credentials, user, password)."""
+    import time
+    import urllib.request
+
+    pytest.importorskip("flask_wtf", reason="mlflow's basic-auth app needs Flask-WTF (pip install -e '.[test]')")
+    home, port, password = tmp_path_factory.mktemp("mlflow-server"), free_port(), "s3cret-Passw0rd-4-tests"
+    env = project_env() | {"MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-key"}
+    proc = subprocess.Popen(["mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination",
+                             str(home / "artifacts"), "--workers", "1"], cwd=home, env=env,
+                            stdout=open(home / "server.log", "w"), stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError(f"mlflow server did not start: {(home / 'server.log').read_text()[-2000:]}")
+    yield uri, "admin", password
+    proc.terminate()
+    proc.wait(30)

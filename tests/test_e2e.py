@@ -10,7 +10,7 @@ from tests.conftest import make_project, run_in, write_reviews
 
 pytestmark = pytest.mark.e2e
 TINY = {"finetune": {"epochs": 4, "batch_size": 16, "learning_rate": 3e-3, "log_every_steps": 5},
-        "evaluate": {"probe_max_train_rows": 200}, "augment": {"enabled": True}, "register": {"model_name": "toy"},
+        "evaluate": {"probe_max_train_rows": 200, "min_test_rows": 10, "min_test_per_class": 2}, "augment": {"enabled": True}, "register": {"model_name": "toy"},
         "ingest": {"source": "data/source/reviews.csv"}}
 
 
@@ -89,6 +89,20 @@ def test_champion_loads_in_another_process(project):
     assert [r["label"] for r in rows] == ["positive", "negative"]
     for r in rows:
         assert r["prob_negative"] + r["prob_positive"] == pytest.approx(1, abs=1e-5) and r["score"] >= 0.5
+
+
+def test_champion_refuses_inputs_it_would_guess_at(project):
+    """A DataFrame without `text` (an id column) and a dict of lists: errors naming the expected input, not
+    predictions for the id or for the string "['...']"."""
+    code = ("import mlflow, pandas as pd; mlflow.set_tracking_uri('sqlite:///mlflow.db');"
+            "m = mlflow.pyfunc.load_model('models:/toy@champion')\n"
+            "for x in (pd.DataFrame({'id': ['17', '18'], 'review': ['great', 'awful']}), {'text': ['great', 'awful']}):\n"
+            "    try: print('PREDICTED', m.predict(x).label.tolist())\n"
+            "    except Exception as e: print('ERROR', type(e).__name__, str(e).splitlines()[0])")
+    lines = [ln for ln in run_in(project, "python", "-c", code).stdout.splitlines() if ln.startswith(("PREDICTED", "ERROR"))]
+    assert len(lines) == 2 and all(ln.startswith("ERROR MlflowException") for ln in lines), lines
+    assert "no 'text' column" in lines[0] and "input row 0: got list" in lines[1]  # MLflow makes the dict a DataFrame
+    assert all("expected a string, a list of strings, or a DataFrame with a 'text' column" in ln for ln in lines)
 
 
 def test_metrics_and_plots_offline(project):

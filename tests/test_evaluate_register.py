@@ -1,12 +1,18 @@
 """Metrics, baselines, the champion decision and the pyfunc input handling."""
 
+import re
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from stages.baselines import majority_predictions, probe_predictions
-from stages.evaluate import confusion
+from stages.evaluate import bootstrap_ci, confusion, reliability
+from stages.params import EvaluateParams
 from stages.register import decide, pip_requirements
+from stages.registry import Facts
 from stages.serving import as_texts
+from stages.tasks.base import Evaluation
 from stages.tasks.sequence import classification_metrics, per_class
 
 
@@ -29,13 +35,63 @@ def test_baselines():
     assert (probe_predictions(x[:150], y[:150], x[150:]) == y[150:]).mean() > 0.9
 
 
+def facts(value, labels=("neg", "pos"), made_for="sequence_classification", reliable=True, why=""):
+    return Facts("1", made_for, frozenset(labels), value, reliable, why)
+
+
 def test_champion_decision():
-    assert decide(0.80, None, 0.0) == (True, "no champion yet")
-    assert decide(0.85, 0.84, 0.0)[0]
-    assert not decide(0.845, 0.84, 0.01)[0]
-    assert decide(0.85, 0.84, 0.01)[0]
-    assert not decide(0.80, 0.84, 0.0)[0]
-    assert not decide(0.84, 0.84, 0.0)[0]  # a tie keeps the champion
+    assert decide(facts(0.80), None, 0.0) == (True, "no champion yet")
+    assert decide(facts(0.85), facts(0.84), 0.0)[0]
+    assert not decide(facts(0.845), facts(0.84), 0.01)[0]
+    assert decide(facts(0.85), facts(0.84), 0.01)[0]
+    assert not decide(facts(0.80), facts(0.84), 0.0)[0]
+    assert not decide(facts(0.84), facts(0.84), 0.0)[0]  # a tie keeps the champion
+
+
+def test_champion_decision_refuses_what_is_not_comparable():
+    tiny = facts(1.0, reliable=False, why="the test split has 3 rows (evaluate.min_test_rows: 100)")
+    assert decide(tiny, None, 0.0) == (False, "not comparable: the test split has 3 rows (evaluate.min_test_rows: 100)")
+    assert decide(tiny, facts(0.5), 0.0)[0] is False
+    promote, why = decide(facts(0.99, labels=("neg", "pos", "NaN")), facts(0.8), 0.0)
+    assert not promote and why == ("not comparable: the label set differs from the champion's (new: ['NaN']; "
+                                   "missing: none)")
+    promote, why = decide(facts(0.99, made_for="multilabel_classification"), facts(0.8), 0.0)
+    assert not promote and "task multilabel_classification, the champion's is sequence_classification" in why
+    assert decide(facts(0.9, labels=("pos", "neg")), facts(0.8), 0.0)[0]  # the same set in another order
+    # a champion that won on a meaningless test split is displaced by any comparable version
+    assert decide(facts(0.7), facts(1.0, reliable=False, why="3 rows"), 0.0) == (
+        True, "the champion (version 1) has no comparable test score: 3 rows")
+
+
+def test_reliability_flags_small_test_splits_and_classes():
+    p = EvaluateParams(min_test_rows=10, min_test_per_class=3, bootstrap_samples=200)
+    y = np.array([0] * 9 + [1] * 2)
+    pred = y.copy()
+    pred[0] = 1
+    ev = Evaluation({}, {}, per_class(y, pred, ["neg", "pos"]), [], [], [], units=len(y),
+                    rescore=lambda idx: float(np.mean(y[idx] == pred[idx])))
+    rel = reliability(ev, "accuracy", "rows", p)
+    assert rel["comparable"] is False and rel["test_rows"] == 11
+    assert rel["reasons"] == ["1 class(es) with fewer than 3 test examples (evaluate.min_test_per_class): 'pos' 2"]
+    assert rel["smallest_class"] == {"label": "pos", "support": 2}
+    low, high = rel["ci95"]["accuracy"]
+    assert 0.7 <= low < 10 / 11 < high <= 1.0
+    small = reliability(ev, "accuracy", "rows", EvaluateParams(min_test_rows=100, min_test_per_class=0))
+    assert small["reasons"] == ["the test split has 11 rows (evaluate.min_test_rows: 100)"]
+    assert bootstrap_ci(ev.rescore, 11, 200) == rel["ci95"]["accuracy"]  # seeded: the same interval every run
+
+
+def test_entity_counts_give_seqevals_micro_f1():
+    from seqeval.metrics import f1_score
+
+    from stages.tasks.token import entity_counts, micro_f1
+
+    gold = [["B-PER", "I-PER", "O"], ["B-LOC", "O", "B-ORG"], ["O"], ["I-MISC", "I-MISC"]]
+    pred = [["B-PER", "O", "O"], ["B-LOC", "O", "B-ORG"], ["B-PER"], ["B-MISC", "I-MISC"]]
+    counts = entity_counts(gold, pred)
+    assert micro_f1(counts) == pytest.approx(f1_score(gold, pred))
+    idx = np.array([1, 1, 3])
+    assert micro_f1(counts[idx]) == pytest.approx(f1_score([gold[i] for i in idx], [pred[i] for i in idx]))
 
 
 def test_pip_requirements_are_pinned_without_torchvision():
@@ -48,5 +104,23 @@ def test_pyfunc_accepts_the_usual_inputs():
     assert as_texts("one") == ["one"]
     assert as_texts(["a", "b"]) == ["a", "b"]
     assert as_texts(np.array(["a"])) == ["a"]
+    assert as_texts(pd.Series(["s"])) == ["s"]
     assert as_texts(pd.DataFrame({"text": ["x"], "other": [1]})) == ["x"]
-    assert as_texts(pd.DataFrame({0: ["y"]})) == ["y"]
+    assert as_texts(pd.DataFrame({0: ["y"]})) == ["y"]  # how MLflow hands over a list
+
+
+@pytest.mark.parametrize("bad, says", [
+    (pd.DataFrame({"id": ["17"], "review": ["fine"]}), "got a DataFrame with columns ['id', 'review'] and no 'text'"),
+    ({"text": ["a", "b"]}, "got a dict with keys ['text']"),
+    (pd.DataFrame({"text": [["a", "b"]]}), "input row 0: got list"),
+    (["a", None], "input row 1: got NoneType"),
+    (["a", 1], "input row 1: got int '1'"),
+    (["fine", "  "], "input row 1: empty text"),
+])
+def test_pyfunc_refuses_to_guess(bad, says):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match=re.escape(says)) as e:
+        as_texts(bad)
+    assert "expected a string, a list of strings, or a DataFrame with a 'text' column" in str(e.value)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"  # the scoring server answers 400

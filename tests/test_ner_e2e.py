@@ -48,7 +48,7 @@ def project(tmp_path_factory, tiny_model_dir):
         "ingest": {"source": "data/source/toy.conll"}, "tokenize": {"max_length": 16},
         "augment": {"enabled": True, "operations": ["synonym", "mention", "shuffle"]},
         "finetune": {"epochs": 6, "batch_size": 8, "learning_rate": 3e-3, "log_every_steps": 5},
-        "evaluate": {"probe_max_train_rows": 200}, "register": {"model_name": "toy-ner"}})
+        "evaluate": {"probe_max_train_rows": 200, "min_test_rows": 10, "min_test_per_class": 2}, "register": {"model_name": "toy-ner"}})
     toy_conll(root / "data/source/toy.conll", 150)
     run_in(root, "dvc", "repro")
     return root

@@ -50,8 +50,10 @@ class EvalInputs:
 
 @dataclass
 class Evaluation:
-    """evaluate's result: test metrics, the baselines', one row per class (label, precision, recall, f1, support),
-    the (actual, predicted) pairs the confusion plot counts, over `classes`, and anything else for metrics.json."""
+    """evaluate's result: test metrics, the baselines', one row per class (label, precision, recall, f1, support; every
+    class of the model, support 0 included), the (actual, predicted) pairs the confusion plot counts, over `classes`,
+    anything else for metrics.json, the number of test units (rows, sentences) and `rescore(idx)`: the task's
+    default metric on the test units `idx` (with repeats: the bootstrap's resamples)."""
 
     test: dict[str, float]
     baselines: dict[str, dict[str, float]]
@@ -60,6 +62,8 @@ class Evaluation:
     predicted: list[str]
     classes: list[str]
     extra: dict = field(default_factory=dict)
+    units: int = 0
+    rescore: Callable[[np.ndarray], float] | None = None
 
 
 class Task(ABC):

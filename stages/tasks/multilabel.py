@@ -56,6 +56,12 @@ def multilabel_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return out | {"label_cardinality_true": float(y.sum(1).mean()), "label_cardinality_pred": float(pred.sum(1).mean())}
 
 
+def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y, pred, average="macro", zero_division=0))
+
+
 def per_label(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> list[dict]:
     from sklearn.metrics import precision_recall_fscore_support
 
@@ -184,7 +190,8 @@ class MultiLabelClassification(SequenceClassification):
             scores["frozen_probe"] = multilabel_metrics(y, probe)
         actual, predicted = confusion_pairs(y, pred, labels)
         return Evaluation(multilabel_metrics(y, pred), scores, per_label(y, pred, labels), actual, predicted,
-                          list(labels) + [NONE], {"thresholds": dict(zip(labels, inputs.meta["thresholds"]))})
+                          list(labels) + [NONE], {"thresholds": dict(zip(labels, inputs.meta["thresholds"]))},
+                          units=len(y), rescore=lambda idx: macro_f1(y[idx], pred[idx]))
 
     def predictor(self, path: Path, meta: dict):
         """Raw texts in; a DataFrame out: `labels` (the names over their threshold, most probable first), `scores`

@@ -186,7 +186,8 @@ class SequenceClassification(Task):
                 y_true, probe_predictions(train_x, train_y.map(label2id).to_numpy(), test_x))
         names = np.asarray(labels)
         return Evaluation(classification_metrics(y_true, y_pred), scores, per_class(y_true, y_pred, labels),
-                          list(names[y_true]), list(names[y_pred]), labels)
+                          list(names[y_true]), list(names[y_pred]), labels, units=len(y_true),
+                          rescore=lambda idx: float(np.mean(y_true[idx] == y_pred[idx])))  # accuracy
 
     def predictor(self, path: Path, meta: dict):
         """Raw texts in; a DataFrame of label, score (its probability) and prob_<label> columns out."""

@@ -63,13 +63,34 @@ def entity_scores(y_true: list[list[str]], y_pred: list[list[str]]) -> dict[str,
     return {k: float(v) for k, v in out.items()}
 
 
-def per_type(y_true: list[list[str]], y_pred: list[list[str]]) -> list[dict]:
-    """Per entity type: precision, recall, F1 and support (gold mentions), default mode."""
+def per_type(y_true: list[list[str]], y_pred: list[list[str]], labels: list[str] = ()) -> list[dict]:
+    """Per entity type: precision, recall, F1 and support (gold mentions), default mode; every type the model has
+    (`labels`) gets a row, one absent from the test split with support 0."""
     from seqeval.metrics import classification_report
 
     report = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
-    return [{"label": t, "precision": float(r["precision"]), "recall": float(r["recall"]), "f1": float(r["f1-score"]),
+    rows = [{"label": t, "precision": float(r["precision"]), "recall": float(r["recall"]), "f1": float(r["f1-score"]),
              "support": int(r["support"])} for t, r in report.items() if not t.endswith(" avg")]
+    seen = {r["label"] for r in rows}
+    missing = sorted({type_of(t) for t in labels if t != OUTSIDE} - seen)
+    return rows + [{"label": t, "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0} for t in missing]
+
+
+def entity_counts(y_true: list[list[str]], y_pred: list[list[str]]) -> np.ndarray:
+    """Per sentence: (correct, predicted, gold) entity mentions, default mode: their sums give seqeval's micro F1,
+    so a bootstrap over sentences needs no seqeval call per resample."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    out = np.zeros((len(y_true), 3), np.int64)
+    for i, (t, p) in enumerate(zip(y_true, y_pred)):
+        gold, pred = set(get_entities(list(t))), set(get_entities(list(p)))
+        out[i] = len(gold & pred), len(pred), len(gold)
+    return out
+
+
+def micro_f1(counts: np.ndarray) -> float:
+    tp, n_pred, n_gold = counts.sum(0)
+    return float(2 * tp / (n_pred + n_gold)) if n_pred + n_gold else 0.0
 
 
 def type_of(tag: str) -> str:
@@ -219,7 +240,9 @@ class TokenClassification(Task):
         cm = confusion_matrix(actual, predicted, labels=classes)
         # words: actual type → predicted type
         extra = {"type_confusion": {a: {c: int(cm[i, j]) for j, c in enumerate(classes)} for i, a in enumerate(classes)}}
-        return Evaluation(entity_scores(y_true, y_pred), scores, per_type(y_true, y_pred), actual, predicted, classes, extra)
+        counts = entity_counts(y_true, y_pred)
+        return Evaluation(entity_scores(y_true, y_pred), scores, per_type(y_true, y_pred, labels), actual, predicted,
+                          classes, extra, units=len(y_true), rescore=lambda idx: micro_f1(counts[idx]))
 
     def predictor(self, path: Path, meta: dict):
         """Raw texts in; per text, a list of entity spans out: {"type", "start", "end", "text", "score"} with
