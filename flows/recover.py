@@ -20,24 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from stages.cli import set_env_defaults
 from stages.io import PipelineError, atomic_dir
+from stages.tracking import git_tracked_outs
 
 SNAPSHOT = Path(".dvc/tmp/last-good")  # .dvc/tmp is DVC's own scratch space: never committed
 LOCK = Path("dvc.lock")
-
-
-def git_tracked_outs(dvc_file: Path = Path("dvc.yaml")) -> list[str]:
-    """The outputs dvc.yaml leaves to git (`cache: false`): DVC cannot restore those from its cache."""
-    out = []
-    for stage in (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {}).values():
-        for kind in ("outs", "metrics", "plots"):
-            for entry in stage.get(kind, []):
-                if isinstance(entry, dict):
-                    out += [path for path, opts in entry.items() if (opts or {}).get("cache") is False]
-    return out
 
 
 def _dvc(*args: str) -> subprocess.CompletedProcess:

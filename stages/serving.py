@@ -25,11 +25,11 @@ def bad_input(message: str) -> Exception:
     return MlflowException(f"{message}; expected {EXPECTED}", error_code=INVALID_PARAMETER_VALUE)
 
 
-def as_texts(model_input) -> list[str]:
+def as_texts(model_input, allow_empty: bool = False) -> list[str]:
     """The texts in `model_input`: a string, a list/array/Series of strings, or a DataFrame's `text` column (MLflow
     hands a list as a DataFrame with column 0). Anything else is an error naming what was expected, never a guess:
-    not another column (an id), not the string form of a list, None or a number; nor an empty text (clean drops
-    those from training: the model has learnt nothing to say about them)."""
+    not another column (an id), not the string form of a list, None or a number; nor an empty text unless the task
+    has an honest answer for it (`allow_empty`: NER finds no entities; a classifier would invent a label)."""
     import pandas as pd
 
     if isinstance(model_input, str):
@@ -48,7 +48,7 @@ def as_texts(model_input) -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise bad_input(f"input row {i}: got {type(t).__name__} {str(t)[:40]!r}, not a string")
-        if not t.strip():
+        if not allow_empty and not t.strip():
             raise bad_input(f"input row {i}: empty text (nothing to classify: drop it)")
     return texts
 
@@ -61,7 +61,8 @@ class Served(mlflow.pyfunc.PythonModel):
 
         path = Path(context.artifacts["model"])
         meta = json.loads((path / "pipeline.json").read_text())
-        self._predict = tasks.get(meta["task"]).predictor(path, meta)
+        task = tasks.get(meta["task"])
+        self._predict, self._allow_empty = task.predictor(path, meta), task.answers_empty_text
 
     def predict(self, context, model_input, params=None):
-        return self._predict(as_texts(model_input))
+        return self._predict(as_texts(model_input, self._allow_empty))

@@ -65,12 +65,27 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def git_tracked_outs(dvc_file: Path = Path("dvc.yaml")) -> list[str]:
+    """The outputs dvc.yaml leaves to git (`cache: false`: reports, plots)."""
+    out = []
+    for stage in (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {}).values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []):
+                if isinstance(entry, dict):
+                    out += [path for path, opts in entry.items() if (opts or {}).get("cache") is False]
+    return out
+
+
 def lineage_tags(lock: Path = Path("dvc.lock")) -> dict[str, str]:
-    """git commit (+dirty), the data hashes dvc.lock holds, and the Prefect flow run if any."""
+    """git commit (+dirty), the data hashes dvc.lock holds, and the Prefect flow run if any. `git.dirty` looks at
+    what decides the model (code, params.yaml, dvc.yaml, data pointers), not at the pipeline's own outputs or
+    dvc.lock: DVC deletes and rewrites those during every run, so counting them made every run dirty."""
     tags: dict[str, str] = {}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        outputs = [str(lock), *(git_tracked_outs() if Path("dvc.yaml").exists() else [])]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *[f":(exclude){path}" for path in outputs]],
                                capture_output=True, text=True, check=True).stdout.strip()
         tags |= {"mlflow.source.git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
     except (OSError, subprocess.CalledProcessError):

@@ -107,6 +107,7 @@ def test_pyfunc_accepts_the_usual_inputs():
     assert as_texts(pd.Series(["s"])) == ["s"]
     assert as_texts(pd.DataFrame({"text": ["x"], "other": [1]})) == ["x"]
     assert as_texts(pd.DataFrame({0: ["y"]})) == ["y"]  # how MLflow hands over a list
+    assert as_texts(["", "x"], allow_empty=True) == ["", "x"]  # NER: no words, no entities
 
 
 @pytest.mark.parametrize("bad, says", [

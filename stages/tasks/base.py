@@ -72,6 +72,7 @@ class Task(ABC):
     operations: ClassVar[tuple[str, ...]]  # the augment operations that keep this task's labels true
     unit: ClassVar[str] = "rows"  # what ingest and clean count
     examples: ClassVar[list[str]]  # register's input example
+    answers_empty_text: ClassVar[bool] = False  # serving: an empty text has an honest prediction (else: refused)
 
     # --- params -----------------------------------------------------------------------------------------------
     def check(self, params: Params) -> None:

@@ -179,6 +179,7 @@ class TokenClassification(Task):
     metrics = ("f1", "precision", "recall", "f1_macro", "accuracy", "loss")
     operations = ("synonym", "mention", "shuffle")
     unit = "sentences"
+    answers_empty_text = True  # no words, no entities
     examples = ["Angela Merkel visited Paris.", "Shares of Apple rose in New York."]
     auto_model = "AutoModelForTokenClassification"
 
