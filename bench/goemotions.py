@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.common import machine_info, project_args, repro_in_clone
+from bench.common import machine_info, project_args, repro_in_clone, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "goemotions"
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
               "commit": commit, "params": params, "ours": ours, "reference": reference,
               "published": {"model": "BERT-base", "macro_f1": 0.46, "threshold": 0.3, "source": "Demszky et al., 2020"},
               "machine": machine_info()}
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(f"ours: test macro-F1 {ours['test']['f1_macro']:.4f}, micro-F1 {ours['test']['f1_micro']:.4f}, training "
           f"{ours['train']['train_seconds']} s ({ours['train']['train_samples_per_s']} samples/s); reference (tuned "
           f"thresholds): macro-F1 {tuned['macro_f1']:.4f}, micro-F1 {tuned['micro_f1']:.4f}, training "

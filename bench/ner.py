@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.common import machine_info, project_args, read_conll, repro_in_clone
+from bench.common import machine_info, project_args, read_conll, repro_in_clone, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "conll2003"
@@ -44,7 +44,8 @@ def score_full_test(model_dir: Path, test_file: Path) -> dict:
     from stages.modeling import load_tokenizer
     from stages.params import TokenizeParams
     from stages.tasks import get
-    from stages.tasks.token import entity_scores, per_type, split_predictions
+    from stages.entities import entity_scores, per_type
+    from stages.tasks.token import split_predictions
 
     import pandas as pd
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokenize": read("reports/tokenize.json"), "full_test": score_full_test(root / "models/finetuned", args.data / "test.txt"),
         "loadavg_start": load, "loadavg_end": os.getloadavg(), "machine": machine_info(),
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     s = result["full_test"]["scores"]
     print(f"full test.txt: entity F1 {s['f1']:.4f} (strict {s['strict_f1']:.4f}); pipeline test F1 "
           f"{result['pipeline_test']['f1']:.4f}; training {result['train']['train_seconds']} s; dvc repro {wall:.0f} s")

@@ -32,26 +32,27 @@ def _dvc(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
 
 
+def _copy(src: Path, dst: Path) -> None:
+    """A file or a folder, if it exists, to `dst` (its parent made)."""
+    if src.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+
+
 def save() -> None:
     """Record dvc.lock and the git-tracked outputs as the last good run (call after a successful run)."""
     if not LOCK.exists():
         raise PipelineError(f"{LOCK}: not found: nothing to record (run the pipeline first)")
     with atomic_dir(SNAPSHOT) as tmp:
         for path in [str(LOCK), *git_tracked_outs()]:
-            src, dst = Path(path), tmp / path
-            if src.exists():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+            _copy(Path(path), tmp / path)
 
 
 def _from_snapshot() -> str:
     for path in git_tracked_outs():
-        src, dst = SNAPSHOT / path, Path(path)
-        if dst.is_dir():
-            shutil.rmtree(dst)
-        if src.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+        if Path(path).is_dir():
+            shutil.rmtree(path)
+        _copy(SNAPSHOT / path, Path(path))
     shutil.copy2(SNAPSHOT / LOCK, LOCK)
     return f"the snapshot of the last good run ({SNAPSHOT})"
 

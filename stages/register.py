@@ -53,7 +53,7 @@ def main() -> None:
     params, task = tasks.load()
     p, metric = params.register, task.metric(params.register.metric)
     metrics = read_json(METRICS)
-    rel = metrics.get("reliability", {"comparable": True, "reasons": []})
+    rel = metrics["reliability"]
     labels = read_json(MODEL / "pipeline.json")["labels"]
     new = Facts(None, task.name, frozenset(labels), metrics["test"][metric], rel["comparable"], "; ".join(rel["reasons"]))
     with tracking.resume_run() as run:

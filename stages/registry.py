@@ -18,8 +18,9 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from stages.io import PipelineError
+from stages.io import PipelineError, read_json
 from stages.tracking import client
 
 log = logging.getLogger(__name__)
@@ -66,18 +67,17 @@ def facts_tags(f: Facts, metric: str) -> dict[str, str]:
 
 
 def _labels_of(mv) -> frozenset[str] | None:
-    """A version registered before versions carried a `labels` tag: its pipeline.json, from the model's artifacts."""
+    """A version registered before versions carried a `labels` tag: its pipeline.json, from the model's artifacts
+    (one folder, named after the fine-tuned folder)."""
     import mlflow
 
-    base = f"models:/{mv.name}/{mv.version}/artifacts"
+    base = f"models:/{mv.name}/{mv.version}"
     try:
-        for folder in mlflow.artifacts.list_artifacts(artifact_uri=base):
-            path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}/{folder.path}/"
-                                                       "pipeline.json")
-            return frozenset(json.loads(open(path).read())["labels"])
-    except (mlflow.exceptions.MlflowException, OSError, KeyError, ValueError):
+        folder = mlflow.artifacts.list_artifacts(artifact_uri=f"{base}/artifacts")[0].path
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{folder}/pipeline.json")
+        return frozenset(read_json(Path(path))["labels"])
+    except (mlflow.exceptions.MlflowException, OSError, IndexError, KeyError, ValueError):
         return None
-    return None
 
 
 def facts(mv, metric: str) -> Facts:

@@ -84,7 +84,7 @@ def test_reliability_flags_small_test_splits_and_classes():
 def test_entity_counts_give_seqevals_micro_f1():
     from seqeval.metrics import f1_score
 
-    from stages.tasks.token import entity_counts, micro_f1
+    from stages.entities import entity_counts, micro_f1
 
     gold = [["B-PER", "I-PER", "O"], ["B-LOC", "O", "B-ORG"], ["O"], ["I-MISC", "I-MISC"]]
     pred = [["B-PER", "O", "O"], ["B-LOC", "O", "B-ORG"], ["B-PER"], ["B-MISC", "I-MISC"]]

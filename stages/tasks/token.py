@@ -2,18 +2,18 @@
 
 Reading (CoNLL / JSONL / Parquet / HF), IOB2 repair and the sentence split are `stages.sentences`; word → sub-token
 alignment and windows are `stages.align`; span-preserving augmentation is `stages.span_augment`. Here: the task's
-interface, entity-level scores (seqeval, IOB2), baselines and serving (raw text → words → tags → spans).
+interface, baselines and serving; entity-level scores and raw text → words → spans are `stages.entities`.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from stages.align import IGNORE, tokenize_sentences
+from stages.entities import entity_counts, entity_scores, entity_spans, micro_f1, per_type, split_words, type_confusion
 from stages.io import read_splits, write_splits
 from stages.iob import OUTSIDE
 from stages.params import AugmentParams, CleanParams, FinetuneParams, IngestParams, TokenizeParams
@@ -45,63 +45,6 @@ def word_predictions(logits: list[np.ndarray], words: list[list[int]], sentences
     probs = [softmax(lg[np.asarray(wd) >= 0]) for lg, wd in zip(logits, words)]
     return (to_words([p.argmax(-1) for p in probs], words, sentences, n_words, outside, np.int64),
             to_words([p.max(-1) for p in probs], words, sentences, n_words, 1.0, np.float32))
-
-
-def entity_scores(y_true: list[list[str]], y_pred: list[list[str]]) -> dict[str, float]:
-    """Entity-level micro P/R/F1 (conlleval's default mode), strict IOB2 P/R/F1, macro F1 over types,
-    and token accuracy."""
-    from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
-    from seqeval.scheme import IOB2
-
-    out = {"f1": f1_score(y_true, y_pred, zero_division=0), "precision": precision_score(y_true, y_pred, zero_division=0),
-           "recall": recall_score(y_true, y_pred, zero_division=0),
-           "f1_macro": f1_score(y_true, y_pred, average="macro", zero_division=0),
-           "accuracy": accuracy_score(y_true, y_pred)}
-    strict = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
-    out |= {"strict_f1": f1_score(y_true, y_pred, **strict), "strict_precision": precision_score(y_true, y_pred, **strict),
-            "strict_recall": recall_score(y_true, y_pred, **strict)}
-    return {k: float(v) for k, v in out.items()}
-
-
-def per_type(y_true: list[list[str]], y_pred: list[list[str]], labels: list[str] = ()) -> list[dict]:
-    """Per entity type: precision, recall, F1 and support (gold mentions), default mode; every type the model has
-    (`labels`) gets a row, one absent from the test split with support 0."""
-    from seqeval.metrics import classification_report
-
-    report = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
-    rows = [{"label": t, "precision": float(r["precision"]), "recall": float(r["recall"]), "f1": float(r["f1-score"]),
-             "support": int(r["support"])} for t, r in report.items() if not t.endswith(" avg")]
-    seen = {r["label"] for r in rows}
-    missing = sorted({type_of(t) for t in labels if t != OUTSIDE} - seen)
-    return rows + [{"label": t, "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0} for t in missing]
-
-
-def entity_counts(y_true: list[list[str]], y_pred: list[list[str]]) -> np.ndarray:
-    """Per sentence: (correct, predicted, gold) entity mentions, default mode: their sums give seqeval's micro F1,
-    so a bootstrap over sentences needs no seqeval call per resample."""
-    from seqeval.metrics.sequence_labeling import get_entities
-
-    out = np.zeros((len(y_true), 3), np.int64)
-    for i, (t, p) in enumerate(zip(y_true, y_pred)):
-        gold, pred = set(get_entities(list(t))), set(get_entities(list(p)))
-        out[i] = len(gold & pred), len(pred), len(gold)
-    return out
-
-
-def micro_f1(counts: np.ndarray) -> float:
-    tp, n_pred, n_gold = counts.sum(0)
-    return float(2 * tp / (n_pred + n_gold)) if n_pred + n_gold else 0.0
-
-
-def type_of(tag: str) -> str:
-    return tag if tag == OUTSIDE else tag[2:]
-
-
-def type_confusion(y_true: list[list[str]], y_pred: list[list[str]]) -> tuple[list[str], list[str]]:
-    """Word-level (actual type, predicted type) pairs, B-/I- dropped: which types get mistaken for which."""
-    actual = [type_of(t) for s in y_true for t in s]
-    predicted = [type_of(t) for s in y_pred for t in s]
-    return actual, predicted
 
 
 def sentence_gold(word_labels: list[list[int]], sentences: list[int]) -> list[list[int]]:
@@ -148,28 +91,6 @@ def token_baselines(train, test, names: list[str], which: list[str], probe_rows:
         per_window = np.split(pred, np.cumsum([len(s) for s in test_states])[:-1])
         ids = to_words(per_window, list(test["word"]), sentences, n_words, names.index(OUTSIDE), np.int64)
         out["frozen_probe"] = [[names[t] for t in s] for s in ids]
-    return out
-
-
-# Raw text → words the way CoNLL-style training data splits them: abbreviations (U.S.) whole, a
-# possessive 's apart, hyphenated/dotted words whole, every other punctuation mark a word of its own.
-WORD = re.compile(r"(?:[A-Za-z]\.){2,}|'[sS]\b|\w+(?:[-.&]\w+)*|[^\w\s]")
-
-
-def split_words(text: str) -> list[tuple[str, int, int]]:
-    """(word, start, end) character offsets of each word of `text`."""
-    return [(m.group(), m.start(), m.end()) for m in WORD.finditer(text)]
-
-
-def entity_spans(text: str, words: list[tuple[str, int, int]], tags: list[str], probs) -> list[dict]:
-    """Word tags → entity dicts with character offsets into `text` (end exclusive) and the mean word probability."""
-    from stages.iob import spans
-
-    out = []
-    for kind, first, end in spans(tags):
-        start, stop = words[first][1], words[end - 1][2]
-        out.append({"type": kind, "start": start, "end": stop, "text": text[start:stop],
-                    "score": round(float(sum(probs[first:end]) / (end - first)), 4)})
     return out
 
 
