@@ -239,8 +239,11 @@ def test_ctrl_c_ends_the_flow_run_and_keeps_dvc_lock_true(tmp_path, tiny_model_d
     write_reviews(root / "data/source/reviews.csv", 2000)  # finetune: tens of seconds, time to be interrupted
     env = project_env() | {"PREFECT_HOME": str(tmp_path / "prefect")}
     env.pop("PREFECT_API_URL", None)  # the temporary server, as a new user runs it
+    # As a terminal runs it: SIGINT at its default (a test run started in the background, `nohup make test &`,
+    # inherits it ignored, and Python then never raises KeyboardInterrupt), in a process group of its own.
     proc = subprocess.Popen([sys.executable, "-m", "flows.pipeline"], cwd=root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in proc.stdout:
         seen.append(line)
