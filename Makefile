@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test flow bench ui recover clean-outputs
+.PHONY: setup run test flow bench ui server recover clean-outputs
 
 $(BIN)/dvc: pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (Python 3.11 is required)"; exit 1; }
@@ -21,7 +21,7 @@ setup: $(BIN)/dvc
 run: setup
 	dvc repro
 	@$(BIN)/python -m flows.recover --save   # this run is now the last good one (make recover)
-	@echo; dvc metrics show reports/metrics.json reports/train.json
+	@echo; dvc metrics show   # the headline (reports/scores.json); everything is in reports/metrics.json
 
 test: setup
 	$(BIN)/python -m pytest
@@ -39,6 +39,10 @@ bench: setup
 
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+# a Prefect server for scheduled runs (flows.pipeline --serve), with the defaults below (no telemetry)
+server: setup
+	prefect server start
 
 # Offline defaults for everything make starts (each entry point also sets them; the shell can override).
 export HF_HUB_OFFLINE ?= 1

@@ -29,9 +29,12 @@ from flows import recover
 from stages.cli import set_env_defaults
 from stages.credentials import redact
 from stages.io import PipelineError
-from stages.tracking import FLOW_RUN_ENV
+from stages.lineage import FLOW_RUN_ENV
 
 DVC_FILE = Path("dvc.yaml")
+# DVC's advice after every `dvc repro --single-item`: said once at the end of the flow, not after each stage.
+DVC_HINTS = ("To track the changes with git, run:", "git add ", "To enable auto staging, run:",
+             "dvc config core.autostage true", "Use `dvc push` to send your updates")
 
 
 def stage_names(dvc_file: Path = DVC_FILE) -> list[str]:
@@ -78,7 +81,7 @@ def dvc(*args: str, env: dict[str, str] | None = None, log=None) -> str:
     try:
         for line in proc.stdout:
             line = redact(line.rstrip().rsplit("\r", 1)[-1])  # progress bars: keep their last state only
-            if line:
+            if line and not line.strip().startswith(DVC_HINTS):
                 lines.append(line)
                 if log:
                     log.info(line)
@@ -135,7 +138,10 @@ def _build_flow():
         if push:
             dvc("push", log=log)
         log.info("stage seconds: %s", {r["stage"]: r["seconds"] for r in results})
-        return {"ran": not all(r["skipped"] for r in results), "stages": results}
+        ran = not all(r["skipped"] for r in results)
+        if ran:
+            log.info("to record this run: git add dvc.lock reports && git commit%s", "" if push else "; dvc push")
+        return {"ran": ran, "stages": results}
 
     return pipeline
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from stages.cli import set_env_defaults
 from stages.io import PipelineError, atomic_dir
-from stages.tracking import git_tracked_outs
+from stages.lineage import git_tracked_outs
 
 SNAPSHOT = Path(".dvc/tmp/last-good")  # .dvc/tmp is DVC's own scratch space: never committed
 LOCK = Path("dvc.lock")

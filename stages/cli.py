@@ -20,6 +20,13 @@ OFFLINE_DEFAULTS = {
     # little on a loaded 2-core machine, where the flow then failed before any stage ran.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
+# Progress bars in a log (CI, the flow, `make run > log`) are hundreds of carriage-returned frames; on a terminal they
+# stay. The stages log their own progress lines instead (training per epoch, evaluate once a minute).
+NO_TERMINAL_DEFAULTS = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' weight loading/saving bars use the hub's switch
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
 
 
 def set_env_defaults() -> None:
@@ -27,7 +34,7 @@ def set_env_defaults() -> None:
     environment (stages.credentials), so no URI this process or its children print carries a password."""
     from stages import credentials
 
-    for key, value in OFFLINE_DEFAULTS.items():
+    for key, value in (OFFLINE_DEFAULTS | ({} if sys.stderr.isatty() else NO_TERMINAL_DEFAULTS)).items():
         os.environ.setdefault(key, value)
     credentials.move_to_env()
 

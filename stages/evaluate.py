@@ -4,8 +4,9 @@ What is scored is the task's (stages.tasks): accuracy and P/R/F1 with a confusio
 P/R/F1 (seqeval) per type with a word-level type confusion for NER; micro/macro F1, subset accuracy and a per-label
 confusion for multi-label.
 
-Writes `reports/metrics.json` (DVC metrics) and `reports/plots/` (confusion matrix PNG for MLflow,
-confusion.csv and per_class.csv for `dvc plots`), and adds all of it to the pipeline's MLflow run.
+Writes `reports/scores.json` (the headline numbers: DVC's metrics, so `dvc metrics show` / `dvc exp show` print a
+table that fits a terminal), `reports/metrics.json` (everything) and `reports/plots/` (confusion matrix PNG for MLflow,
+confusion.csv and per_class.csv for `dvc plots`), and adds them to the pipeline's MLflow run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from stages.params import EvaluateParams
 from stages.tasks.base import EvalInputs, Evaluation, Task
 
 TOKENIZED, CLEAN, MODEL = Path("data/tokenized"), Path("data/clean"), Path("models/finetuned")
-METRICS, PLOTS = Path("reports/metrics.json"), Path("reports/plots")
+METRICS, SCORES, PLOTS = Path("reports/metrics.json"), Path("reports/scores.json"), Path("reports/plots")
 log = logging.getLogger(__name__)
 
 
@@ -89,6 +90,17 @@ def evaluate(task: Task, inputs: EvalInputs, p: EvaluateParams) -> tuple[Evaluat
     return ev, metrics | ev.extra
 
 
+def headline(metrics: dict, primary: str) -> dict[str, float]:
+    """Pure core: the numbers runs are compared by: the test score with its 95% interval, macro-F1, and each
+    baseline's score on the same metric. Per-class scores, the other averages and the reliability details stay in
+    metrics.json and the plots."""
+    test, ci = metrics["test"], metrics["reliability"]["ci95"][primary]
+    out = {primary: test[primary]} | ({"ci95_low": ci[0], "ci95_high": ci[1]} if ci else {})
+    if primary != "f1_macro" and "f1_macro" in test:
+        out["f1_macro"] = test["f1_macro"]
+    return out | {name: b[primary] for name, b in metrics["baselines"].items()}
+
+
 def main() -> None:
     import datasets
 
@@ -100,25 +112,30 @@ def main() -> None:
     model = task.load_model(str(MODEL)).to(device)
     inputs = EvalInputs(model, tokenized, lambda: read_splits(CLEAN), meta, load_tokenizer(str(MODEL)).pad_token_id,
                         device, lambda: load_encoder(params.model.name), lambda: load_tokenizer(params.model.name))
+    log.info("scoring the test split: the fine-tuned model, then the baselines (%s)",
+             ", ".join(params.evaluate.baselines) or "none")
     ev, metrics = evaluate(task, inputs, params.evaluate)
+    primary = task.metric("auto")
+    scores = headline(metrics, primary)
     with atomic_dir(PLOTS) as tmp:
         pd.DataFrame({"actual": ev.actual, "predicted": ev.predicted}).to_csv(tmp / "confusion.csv", index=False)
         pd.DataFrame(ev.per_class).to_csv(tmp / "per_class.csv", index=False)
         confusion_png(confusion(ev.actual, ev.predicted, ev.classes), ev.classes, tmp / "confusion_matrix.png")
     write_json(METRICS, metrics)
+    write_json(SCORES, scores)
+    rel = metrics["reliability"]
     with tracking.resume_run() as run:
+        # MLflow draws a chart per metric: the test set's own metrics, the interval and the baselines' score are the
+        # numbers to compare runs by; per-class scores go in as a table, the rest as reports/metrics.json.
         flat = {f"test_{k}": v for k, v in metrics["test"].items()}
-        flat |= {f"baseline_{n}_{k}": v for n, b in metrics["baselines"].items() for k, v in b.items()}
-        flat |= {f"test_f1_{label}": c["f1"] for label, c in metrics["per_class"].items()}
-        rel = metrics["reliability"]
-        for metric, ci in rel["ci95"].items():
-            flat |= {f"test_{metric}_ci95_low": ci[0], f"test_{metric}_ci95_high": ci[1]} if ci else {}
+        flat |= {f"test_{primary}_{k}": v for k, v in scores.items() if k.startswith("ci95")}
+        flat |= {f"baseline_{n}_{primary}": b[primary] for n, b in metrics["baselines"].items()}
         tracking.log_metrics(flat | {f"test_{task.unit}": rel[f"test_{task.unit}"]})
         tracking.set_tags({"test.comparable": str(rel["comparable"]).lower()}
                           | ({"test.not_comparable_because": "; ".join(rel["reasons"])} if rel["reasons"] else {}))
+        tracking.log_table(pd.DataFrame(ev.per_class), "per_class.json")
         tracking.log_artifacts([str(PLOTS)], "plots")
-        tracking.log_artifacts([str(METRICS)], "reports")
-    primary = task.metric("auto")
+        tracking.log_artifacts([str(METRICS), str(SCORES)], "reports")
     ci = rel["ci95"][primary]
     log.info("test %s %.4f%s, f1_macro %.4f on %d %s; baselines %s; run %s", primary, metrics["test"][primary],
              f" (95% interval {ci[0]:.4f}-{ci[1]:.4f})" if ci else "", metrics["test"]["f1_macro"], ev.units, task.unit,

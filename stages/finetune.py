@@ -1,8 +1,9 @@
 """Fine-tune the pretrained encoder with the task's head on the tokenized train split.
 
 Writes `models/finetuned/` (HF folder: safetensors, tokenizer, label map, pipeline.json),
-`reports/train.json` (summary metrics), `reports/train_curves.csv` (per-epoch curves) and the
-MLflow run id that evaluate and register add to.
+`reports/train.json` (summary), `reports/train_curves.csv` (per epoch), `reports/train_steps.csv` (per optimizer step:
+loss and learning rate) and the MLflow run id that evaluate and register add to. The run gets a name a person can
+tell apart and the splits as its dataset inputs.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages import tasks, tracking
+from stages import lineage, tasks, tracking
 from stages.io import PipelineError, atomic_dir, read_json, write_json
 from stages.modeling import load_tokenizer, pick_device
 from stages.params import FinetuneParams
 from stages.tasks.base import Task
 from stages.training import Callbacks, TrainResult, train
 
-IN, OUT = Path("data/tokenized"), Path("models/finetuned")
-SUMMARY, CURVES = Path("reports/train.json"), Path("reports/train_curves.csv")
+IN, OUT, TEXTS = Path("data/tokenized"), Path("models/finetuned"), Path("data/augmented")  # TEXTS: what was tokenized
+SUMMARY, CURVES, STEPS = Path("reports/train.json"), Path("reports/train_curves.csv"), Path("reports/train_steps.csv")
 PIPELINE_FILE = "pipeline.json"  # what serving needs beyond the HF folder: task, max_length, labels, task extras
 REPORTS = ("reports/clean.json", "reports/tokenize.json", "reports/augment.json")
 log = logging.getLogger(__name__)
@@ -63,8 +64,11 @@ def main() -> None:
     model = task.load_model(params.model.name, labels)
     log.info("%s on %s: %d train, %d validation rows, %d labels", params.model.name, device,
              len(dd["train"]), len(dd["validation"]), len(labels))
-    run_id = tracking.start_run(params.tracking.experiment, params.model_dump(mode="json"))
+    run_id = tracking.start_run(params.tracking.experiment, params.model_dump(mode="json"),
+                                lineage.run_name(params.model.name, task.name))
     try:
+        tracking.log_datasets(TEXTS, {"train": "training", "validation": "validation", "test": "test"},
+                              params.ingest.source)
         out = finetune(task, model, dd, labels, p, tokenizer.pad_token_id, device, tracking.EpochLogger())
         result = out.result
         with atomic_dir(OUT) as tmp:
@@ -74,9 +78,13 @@ def main() -> None:
                                              "base_model": params.model.name, "torch": torch.__version__} | out.extras)
         summary = result.summary | {"device": str(device), "stopped_early": result.stopped_early}
         pd.DataFrame(result.history).to_csv(CURVES, index=False)
+        pd.DataFrame(result.steps).to_csv(STEPS, index=False)
         write_json(SUMMARY, summary)
-        tracking.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, int | float)})
-        tracking.log_artifacts([r for r in (*REPORTS, str(CURVES)) if Path(r).exists()], "reports")
+        # The per-epoch curves (speed included) are the run's charts; of the summary only the number runs are
+        # compared by (the rest is in reports/train.json): each number logged is one more single-point chart.
+        tracking.log_metrics({f"best_val_{out.metric}": float(result.best_value)})
+        tracking.log_artifacts([r for r in (*REPORTS, str(SUMMARY), str(CURVES), str(STEPS)) if Path(r).exists()],
+                               "reports")
         tracking.save_run_file(run_id)
     except BaseException:
         tracking.end_run("FAILED")

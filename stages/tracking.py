@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
-import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from stages import credentials
+from stages import credentials, lineage
 from stages.io import PipelineError, read_json, write_json
 
 RUN_FILE = Path("reports/mlflow_run.json")
-FLOW_RUN_ENV = "PIPELINE_PREFECT_FLOW_RUN_ID"  # set by flows.pipeline for the stages it runs
 
 
 def tracking_uri() -> str:
@@ -65,50 +63,37 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def git_tracked_outs(dvc_file: Path = Path("dvc.yaml")) -> list[str]:
-    """The outputs dvc.yaml leaves to git (`cache: false`: reports, plots)."""
-    out = []
-    for stage in (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {}).values():
-        for kind in ("outs", "metrics", "plots"):
-            for entry in stage.get(kind, []):
-                if isinstance(entry, dict):
-                    out += [path for path, opts in entry.items() if (opts or {}).get("cache") is False]
-    return out
-
-
-def lineage_tags(lock: Path = Path("dvc.lock")) -> dict[str, str]:
-    """git commit (+dirty), the data hashes dvc.lock holds, and the Prefect flow run if any. `git.dirty` looks at
-    what decides the model (code, params.yaml, dvc.yaml, data pointers), not at the pipeline's own outputs or
-    dvc.lock: DVC deletes and rewrites those during every run, so counting them made every run dirty."""
-    tags: dict[str, str] = {}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        outputs = [str(lock), *(git_tracked_outs() if Path("dvc.yaml").exists() else [])]
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                *[f":(exclude){path}" for path in outputs]],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        tags |= {"mlflow.source.git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
-    except (OSError, subprocess.CalledProcessError):
-        tags["git.commit"] = "unknown (not a git checkout, or no commit yet)"
-    if lock.exists():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        for stage in stages.values():
-            for out in stage.get("outs", []):
-                if out["path"].startswith("data/"):
-                    tags[f"dvc.{out['path']}"] = out.get("md5", "")
-    if os.environ.get(FLOW_RUN_ENV):
-        tags["prefect.flow_run_id"] = os.environ[FLOW_RUN_ENV]
-    return tags
-
-
-def start_run(experiment: str, params: dict[str, Any], run_name: str | None = None) -> str:
+def start_run(experiment: str, params: dict[str, Any], run_name: str) -> str:
     """Open the pipeline's run; log every param once and the lineage tags. Returns the run id."""
     mlflow = _mlflow()
     mlflow.set_experiment(experiment)
     run = mlflow.start_run(run_name=run_name)
     mlflow.log_params({k: str(v) if isinstance(v, list) else v for k, v in flatten(params).items()})
-    mlflow.set_tags(lineage_tags())
+    mlflow.set_tags(lineage.lineage_tags())
     return run.info.run_id
+
+
+def log_datasets(folder: Path, contexts: dict[str, str], source: str) -> None:
+    """Each split file `folder/<split>.parquet` as an MLflow dataset input of the active run (the UI's Dataset column),
+    named `<source>/<split>`, with DVC's hash of the file as its digest and of the folder (dvc.lock) as a tag."""
+    import pandas as pd
+
+    mlflow = _mlflow()
+    folder_md5 = lineage.data_hashes().get(str(folder), "")
+    for split, context in contexts.items():
+        path = folder / f"{split}.parquet"
+        df = pd.read_parquet(path)
+        target = next((c for c in ("label", "tags") if c in df.columns), None)
+        with warnings.catch_warnings():  # MLflow registers its local-file source twice, then warns it is ambiguous
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple")
+            dataset = mlflow.data.from_pandas(df, source=str(path), targets=target, name=f"{source}/{split}",
+                                              digest=lineage.file_md5(path))
+        mlflow.log_input(dataset, context=context, tags={"dvc.path": str(path), "dvc.folder_md5": folder_md5})
+
+
+def log_table(df, path: str) -> None:
+    """A table artifact the MLflow UI shows as a table (per-class scores), instead of one chart per number."""
+    _mlflow().log_table(df, artifact_file=path)
 
 
 def end_run(status: str = "FINISHED") -> None:
@@ -167,10 +152,21 @@ def log_served_model(model_dir: str, model_name: str, requirements: list[str], e
 
     from stages.serving import Served
 
-    info = _mlflow().pyfunc.log_model(
-        name="model", python_model=Served(), artifacts={"model": model_dir}, code_paths=[str(Path(__file__).parent)],
-        pip_requirements=requirements, input_example=example, signature=infer_signature(example, example_output),
-        registered_model_name=model_name)
+    def not_the_pickle_warning(record: logging.LogRecord) -> bool:
+        # MLflow warns that a python_model object is pickled; ours is an empty instance of a class shipped in
+        # code_paths (cloudpickle stores a reference to stages.serving.Served, no code), and its state is built in
+        # load_context from the artifacts: nothing to be cautious about, so not a line in every register log.
+        return "CloudPickle" not in str(record.msg)
+
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    pyfunc_log.addFilter(not_the_pickle_warning)
+    try:
+        info = _mlflow().pyfunc.log_model(
+            name="model", python_model=Served(), artifacts={"model": model_dir}, code_paths=[str(Path(__file__).parent)],
+            pip_requirements=requirements, input_example=example,
+            signature=Served.signature(infer_signature(example, example_output)), registered_model_name=model_name)
+    finally:
+        pyfunc_log.removeFilter(not_the_pickle_warning)
     return str(info.registered_model_version)
 
 

@@ -34,7 +34,8 @@ class NoCallbacks:
 
 @dataclass
 class TrainResult:
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: losses, validation metrics, speed
+    steps: list[dict[str, float]] = field(default_factory=list)  # per optimizer step: epoch (fractional), loss, LR
     best_epoch: int = 0
     best_value: float = math.nan
     stopped_early: bool = False
@@ -112,6 +113,8 @@ def train(model, train_seqs: list[list[int]], train_labels: list, collate: Colla
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
+                result.steps.append({"step": step + 1, "epoch": round(epoch - 1 + (b + 1) / len(batches), 4),
+                                     "train_loss": loss.item(), "learning_rate": schedule.get_last_lr()[0]})
                 schedule.step()
                 step += 1
                 if step % p.log_every_steps == 0:

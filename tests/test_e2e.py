@@ -1,6 +1,7 @@
 """End to end: `dvc repro` on ~200 rows with a tiny random BERT, then everything a user checks."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ def tiny_params(model_dir: Path) -> dict:
 def project(tmp_path_factory, tiny_model_dir):
     root = make_project(tmp_path_factory.mktemp("e2e"), tiny_params(tiny_model_dir))
     write_reviews(root / "data/source/reviews.csv", 200)
-    run_in(root, "dvc", "repro")
+    proc = run_in(root, "dvc", "repro")
+    (root.parent / "repro.log").write_text(proc.stdout + proc.stderr)
     (root.parent / "first.lock").write_text((root / "dvc.lock").read_text())  # before exp run changes it
     return root
 
@@ -70,9 +72,36 @@ def test_one_mlflow_run_holds_everything(project):
     assert len(tags["mlflow.source.git.commit"]) == 40 and tags["dvc.data/raw"] and tags["dvc.data/tokenized"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/confusion_matrix.png" in artifacts
+    # a name a person tells apart (MLflow's generated one repeated: the seed is set first), the splits as its data
+    assert re.fullmatch(r"tiny-bert\d*-sequence-\d{8}-\d{6}", run.info.run_name), run.info.run_name
+    from stages.lineage import file_md5
+
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {f"data/source/reviews.csv/{s}" for s in ("train", "validation", "test")}
+    for split, context in (("train", "training"), ("validation", "validation"), ("test", "test")):
+        d = inputs[f"data/source/reviews.csv/{split}"]
+        assert d.dataset.digest == file_md5(project / f"data/augmented/{split}.parquet")  # DVC's hash of the file
+        assert {t.key: t.value for t in d.tags}["mlflow.data.context"] == context
+    # summary numbers: the test set's own, its interval, the baselines' score; per class as a table, not 40 charts
+    single = sorted(k for k in m if len(client.get_metric_history(run.info.run_id, k)) == 1)
+    assert "test_f1_positive" not in m and "baseline_majority_f1_macro" not in m and len(single) <= 13, single
+    assert {"test_accuracy_ci95_low", "test_accuracy_ci95_high"} <= set(m)
+    assert "per_class.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert [h.step for h in client.get_metric_history(run.info.run_id, "train_loss")] == list(range(1, epochs + 1))
     mv = client.get_model_version_by_alias("toy", "champion")
     assert str(mv.version) == "1" and mv.run_id == run.info.run_id
     assert str(client.get_model_version_by_alias("toy", "challenger").version) == "1"
+
+
+def test_the_run_log_is_a_page_a_person_reads(project):
+    """No progress-bar frames, no red MISSING table for the new head, no MLflow warnings about our own model class."""
+    log = (project.parent / "repro.log").read_text()
+    for noise in ("\r", "LOAD REPORT", "MISSING", "Loading weights", "Writing model shards", "Downloading artifacts",
+                  "Add type hints", "CloudPickle", "it/s]", "Warning"):
+        assert noise not in log, noise
+    assert "new BertForSequenceClassification head, initialised from the seed" in log
+    assert "test split, fine-tuned model: " in log and "frozen encoder (probe baseline)" in log
+    assert len(log.splitlines()) <= 80, log  # 7 stages: ~10 lines each
 
 
 def test_status_clean_and_repro_is_a_no_op(project):
@@ -106,16 +135,23 @@ def test_champion_refuses_inputs_it_would_guess_at(project):
 
 
 def test_metrics_and_plots_offline(project):
-    shown = run_in(project, "dvc", "metrics", "show", "--json").stdout
-    assert "test" in shown and "accuracy" in shown
+    shown = run_in(project, "dvc", "metrics", "show").stdout
+    assert "accuracy" in shown and "ci95_low" in shown and "frozen_probe" in shown
+    assert max(len(line) for line in shown.splitlines()) <= 100, shown  # a table a terminal shows
     run_in(project, "dvc", "plots", "show", "-o", "plots_html")
     page = (project / "plots_html/index.html").read_text()
     assert "vegaEmbed" in page and "confusion" in page.lower()
+    assert "Learning rate" in page and "learning_rate" in page and '"tickMinStep": 1' in page  # whole epochs
+    assert "validation score" in page and "loss (the model" in page  # named y axes
     assert "cdn.jsdelivr" not in page and 'src="http' not in page  # renders with no network
 
 
 def test_exp_run_reruns_only_training_stages(project):
-    out = run_in(project, "dvc", "exp", "run", "-S", "finetune.learning_rate=5e-4").stdout
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    run_in(project, *git, "add", "dvc.lock", "reports", "params.yaml")  # as a user records the run exps start from
+    run_in(project, *git, "commit", "-qm", "the first run")
+    proc = run_in(project, "dvc", "exp", "run", "-S", "finetune.learning_rate=5e-4")
+    out = proc.stdout
     ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
     assert ran == ["finetune", "evaluate", "register"]
     client = mlflow_client(project)
@@ -124,6 +160,15 @@ def test_exp_run_reruns_only_training_stages(project):
     register = json.loads((project / "reports/register.json").read_text())
     champion = str(client.get_model_version_by_alias("toy", "champion").version)
     assert champion == ("2" if register["promoted"] else "1") and register["previous_champion"]["version"] == "1"
+    assert register["workspace_model"] == ("models/finetuned is version 2, now the champion: models:/toy@champion serves it"
+                                           if register["promoted"] else "models/finetuned is version 2, only the "
+                                           "challenger; models:/toy@champion still serves version 1")
+    assert f"register: {register['workspace_model']}" in proc.stderr  # the stage's last line says it too
+    header = run_in(project, "dvc", "exp", "show", "--only-changed", "--csv").stdout.splitlines()[0].split(",")
+    assert "finetune.learning_rate" in header and "accuracy" in header and "train_seconds" not in header
+    assert len(",".join(header)) <= 200, header  # the scores and what changed, not ~1,870 characters of timings
+    run = client.get_run(register["run_id"])  # named and tagged after the DVC experiment
+    assert run.info.run_name.endswith(run.data.tags["dvc.exp_name"]) and len(run.data.tags["dvc.exp_baseline_rev"]) == 40
 
 
 def lock_outs(lock: Path) -> dict:

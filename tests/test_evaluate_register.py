@@ -114,9 +114,10 @@ def test_pyfunc_accepts_the_usual_inputs():
     (pd.DataFrame({"id": ["17"], "review": ["fine"]}), "got a DataFrame with columns ['id', 'review'] and no 'text'"),
     ({"text": ["a", "b"]}, "got a dict with keys ['text']"),
     (pd.DataFrame({"text": [["a", "b"]]}), "input row 0: got list"),
-    (["a", None], "input row 1: got NoneType"),
+    (["a", None], "input row 1: got a missing value (null/None/NaN)"),
     (["a", 1], "input row 1: got int '1'"),
     (["fine", "  "], "input row 1: empty text"),
+    (["fine", "\u200b"], "input row 1: empty text"),  # a zero-width space: no token at all
 ])
 def test_pyfunc_refuses_to_guess(bad, says):
     from mlflow.exceptions import MlflowException
@@ -125,3 +126,28 @@ def test_pyfunc_refuses_to_guess(bad, says):
         as_texts(bad)
     assert "expected a string, a list of strings, or a DataFrame with a 'text' column" in str(e.value)
     assert e.value.error_code == "INVALID_PARAMETER_VALUE"  # the scoring server answers 400
+
+
+def test_headline_is_the_few_numbers_runs_are_compared_by():
+    from stages.evaluate import headline
+
+    metrics = {"test": {"accuracy": 0.86, "f1_macro": 0.85, "precision_macro": 0.8},
+               "reliability": {"ci95": {"accuracy": [0.83, 0.88]}},
+               "baselines": {"majority": {"accuracy": 0.5, "f1_macro": 0.33}, "frozen_probe": {"accuracy": 0.75}},
+               "per_class": {"negative": {"f1": 0.86}, "positive": {"f1": 0.85}}}
+    assert headline(metrics, "accuracy") == {"accuracy": 0.86, "ci95_low": 0.83, "ci95_high": 0.88, "f1_macro": 0.85,
+                                             "majority": 0.5, "frozen_probe": 0.75}
+    metrics["test"] = {"f1_macro": 0.4, "f1_micro": 0.5}
+    metrics["reliability"]["ci95"] = {"f1_macro": None}  # bootstrap_samples: 0
+    metrics["baselines"] = {"majority": {"f1_macro": 0.0}}
+    assert headline(metrics, "f1_macro") == {"f1_macro": 0.4, "majority": 0.0}
+
+
+def test_register_says_which_version_serves():
+    from stages.register import workspace_note
+
+    aliases = ("champion", "challenger")
+    assert workspace_note("m", "3", True, "3", aliases) == "models/finetuned is version 3, now the champion: models:/m@champion serves it"
+    assert workspace_note("m", "4", False, "1", aliases) == ("models/finetuned is version 4, only the challenger; "
+                                                            "models:/m@champion still serves version 1")
+    assert "no version serves (m has no champion)" in workspace_note("m", "1", False, None, aliases)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from stages.io import PipelineError
 from stages import modeling
+from stages.io import PipelineError
 from stages.modeling import autocast_dtype, pad_batch, pick_device, predict_logits, resolve_model
 from stages.tasks import get
 
@@ -67,3 +67,35 @@ def test_predict_logits_keeps_input_order(tiny_model_dir):
     batched = predict_logits(model, seqs, 4, 0, torch.device("cpu"))
     one_by_one = [predict_logits(model, [s], 1, 0, torch.device("cpu"))[0] for s in seqs]
     assert abs(batched - np.stack(one_by_one)).max() < 1e-4  # padding never leaks into logits
+
+
+def test_a_named_inference_pass_logs_its_progress(monkeypatch, caplog):
+    """evaluate on 25,000 texts runs for minutes on CPU: a line when it starts and (here: every batch) while it runs;
+    an unnamed pass (validation, serving) stays quiet."""
+    import logging
+
+    monkeypatch.setattr(modeling, "PROGRESS_SECONDS", 0)
+    seqs = [[1, 2, 3]] * 10
+    with caplog.at_level(logging.INFO, logger="stages.modeling"):
+        list(modeling.sorted_batches(seqs, 4, 0, torch.device("cpu"), what="test split, fine-tuned model"))
+        named = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        list(modeling.sorted_batches(seqs, 4, 0, torch.device("cpu")))
+    assert named[0] == "test split, fine-tuned model: 10 rows"
+    assert [m.split(",")[1] for m in named[1:]] == [" fine-tuned model: 4/10 rows", " fine-tuned model: 8/10 rows",
+                                                   " fine-tuned model: 10/10 rows"]
+    assert not caplog.records
+
+
+def test_a_new_head_is_said_once_plainly(tiny_model_dir, capfd, caplog):
+    """transformers prints a table with the new head's weights as red MISSING: expected when fine-tuning, so one plain
+    line says it instead."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="stages.modeling"):
+        get("token_classification").load_model(str(tiny_model_dir), ["O", "B-PER", "I-PER"])
+    err = capfd.readouterr().err
+    assert "LOAD REPORT" not in err and "MISSING" not in err and "not sharded" not in err
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "new BertForTokenClassification head, initialised from the seed and trained now: classifier.bias, " \
+           "classifier.weight" in line

@@ -118,7 +118,11 @@ def test_mlflow_run_has_entity_metrics(project):
     run_id = read(project, "reports/mlflow_run.json")["run_id"]
     run = client.get_run(run_id)
     assert run.data.params["task"] == "token_classification"
-    assert {"test_f1", "test_strict_f1", "test_f1_PER", "test_f1_LOC", "baseline_frozen_probe_f1"} <= set(run.data.metrics)
+    assert {"test_f1", "test_strict_f1", "test_f1_ci95_low", "baseline_frozen_probe_f1"} <= set(run.data.metrics)
+    table = json.loads(Path(client.download_artifacts(run_id, "per_class.json")).read_text())  # not a chart per type
+    assert {"PER", "LOC"} <= {row[table["columns"].index("label")] for row in table["data"]}
+    assert "test_f1_PER" not in run.data.metrics
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {"data/source/toy.conll/train"}
     epochs = read(project, "reports/train.json")["epochs_run"]
     assert [m.step for m in client.get_metric_history(run_id, "val_f1")] == list(range(1, epochs + 1))  # per epoch
     version = client.get_model_version_by_alias("toy-ner", "champion")

@@ -126,13 +126,13 @@ class Task(ABC):
         """The classifier; with `labels`, the pretrained encoder and a fresh head named after them."""
         import transformers
 
-        from stages.modeling import load_pretrained
+        from stages.modeling import load_pretrained, load_with_new_head
 
         auto = getattr(transformers, self.auto_model)
         if labels is None:
             return load_pretrained(auto, name)
-        return load_pretrained(auto, name, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                               label2id={n: i for i, n in enumerate(labels)}, problem_type=self.problem_type)
+        return load_with_new_head(auto, name, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                  label2id={n: i for i, n in enumerate(labels)}, problem_type=self.problem_type)
 
     def train_rows(self, split) -> tuple[list[list[int]], list]:
         """The train split as (input ids, targets) lists, rows that teach nothing left out."""

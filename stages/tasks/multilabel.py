@@ -170,7 +170,8 @@ class MultiLabelClassification(SequenceClassification):
 
         labels, test, train = inputs.labels, inputs.tokenized["test"], inputs.tokenized["train"]
         y = np.asarray(test["label"], np.float32)
-        probs = sigmoid(predict_logits(inputs.model, list(test["input_ids"]), batch_size, inputs.pad_id, inputs.device))
+        probs = sigmoid(predict_logits(inputs.model, list(test["input_ids"]), batch_size, inputs.pad_id, inputs.device,
+                                       what="test split, fine-tuned model"))
         pred = probs >= np.asarray(inputs.meta["thresholds"])
         scores = {}
         if "majority" in baselines:  # each label on when it is on in most train rows (usually: nothing)
@@ -195,26 +196,26 @@ class MultiLabelClassification(SequenceClassification):
 
     def predictor(self, path: Path, meta: dict):
         """Raw texts in; a DataFrame out: `labels` (the names over their threshold, most probable first), `scores`
-        (their probabilities) and prob_<label> for every label."""
-        from stages.modeling import predict_logits
+        (their probabilities), `truncated` (the text had more than max_length tokens and only its first max_length
+        were read) and prob_<label> for every label; no texts, no rows."""
+        from stages.modeling import encode_cut, predict_logits
 
         model, tokenizer, device = self.load_for_serving(path)
         names, thresholds = np.asarray(meta["labels"]), np.asarray(meta["thresholds"])
 
         def predict(texts: list[str]) -> pd.DataFrame:
-            columns = {f"prob_{n}": np.zeros(0, np.float32) for n in names}
-            if not texts:
-                return pd.DataFrame({"labels": [], "scores": []} | columns)
-            seqs = tokenizer(texts, truncation=True, max_length=meta["max_length"])["input_ids"]
+            seqs, truncated = encode_cut(tokenizer, texts, meta["max_length"])
             probs = sigmoid(predict_logits(model, seqs, 64, tokenizer.pad_token_id, device))
             on = [np.flatnonzero(row >= thresholds) for row in probs]
             order = [i[np.argsort(-row[i], kind="stable")] for i, row in zip(on, probs)]
             out = pd.DataFrame({"labels": [names[i].tolist() for i in order],
-                                "scores": [[float(x) for x in row[i]] for i, row in zip(order, probs)]})
+                                "scores": [[float(x) for x in row[i]] for i, row in zip(order, probs)],
+                                "truncated": truncated})
             for i, n in enumerate(names):
                 out[f"prob_{n}"] = probs[:, i]
             return out
         return predict
 
     def example_output(self, labels: list[str]):
-        return pd.DataFrame({"labels": [labels[:1]], "scores": [[0.9]]} | {f"prob_{n}": [0.5] for n in labels})
+        return pd.DataFrame({"labels": [labels[:1]], "scores": [[0.9]], "truncated": [False]}
+                            | {f"prob_{n}": [0.5] for n in labels})

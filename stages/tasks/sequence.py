@@ -109,11 +109,12 @@ def frozen_embeddings(inputs: EvalInputs, batch_size: int, probe_rows: int) -> t
     train = clean["train"].sample(frac=1.0, random_state=0).head(probe_rows)
     tokenizer, encoder = inputs.tokenizer(), inputs.encoder().to(inputs.device)
 
-    def embed(texts: pd.Series) -> np.ndarray:
+    def embed(texts: pd.Series, split: str) -> np.ndarray:
         seqs = tokenizer(list(texts), truncation=True, max_length=inputs.meta["max_length"])["input_ids"]
-        return mean_pooled(encoder, seqs, batch_size, tokenizer.pad_token_id, inputs.device)
+        return mean_pooled(encoder, seqs, batch_size, tokenizer.pad_token_id, inputs.device,
+                           f"{split} split, frozen encoder (probe baseline)")
 
-    return embed(train["text"]), train["label"], embed(clean["test"]["text"])
+    return embed(train["text"], "train"), train["label"], embed(clean["test"]["text"], "test")
 
 
 class SequenceClassification(Task):
@@ -174,7 +175,8 @@ class SequenceClassification(Task):
 
         labels, test = inputs.labels, inputs.tokenized["test"]
         y_true = np.asarray(test["label"])
-        y_pred = predict_logits(inputs.model, list(test["input_ids"]), batch_size, inputs.pad_id, inputs.device).argmax(-1)
+        y_pred = predict_logits(inputs.model, list(test["input_ids"]), batch_size, inputs.pad_id, inputs.device,
+                                what="test split, fine-tuned model").argmax(-1)
         scores = {}
         if "majority" in baselines:
             train_labels = np.asarray(inputs.tokenized["train"]["label"])
@@ -190,25 +192,25 @@ class SequenceClassification(Task):
                           rescore=lambda idx: float(np.mean(y_true[idx] == y_pred[idx])))  # accuracy
 
     def predictor(self, path: Path, meta: dict):
-        """Raw texts in; a DataFrame of label, score (its probability) and prob_<label> columns out."""
+        """Raw texts in; a DataFrame of label, score (its probability), truncated (the text had more than max_length
+        tokens and only its first max_length were read) and prob_<label> columns out; no texts, no rows."""
         import torch
 
-        from stages.modeling import predict_logits
+        from stages.modeling import encode_cut, predict_logits
 
         model, tokenizer, device = self.load_for_serving(path)
         labels = np.asarray(meta["labels"])
 
         def predict(texts: list[str]) -> pd.DataFrame:
-            if not texts:
-                return pd.DataFrame(columns=["label", "score"] + [f"prob_{n}" for n in labels])
-            seqs = tokenizer(texts, truncation=True, max_length=meta["max_length"])["input_ids"]
+            seqs, truncated = encode_cut(tokenizer, texts, meta["max_length"])
             logits = predict_logits(model, seqs, 64, tokenizer.pad_token_id, device)
             probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
-            out = pd.DataFrame({"label": labels[probs.argmax(-1)], "score": probs.max(-1)})
+            out = pd.DataFrame({"label": labels[probs.argmax(-1)], "score": probs.max(-1), "truncated": truncated})
             for i, name in enumerate(labels):
                 out[f"prob_{name}"] = probs[:, i]
             return out
         return predict
 
     def example_output(self, labels: list[str]):
-        return pd.DataFrame({"label": labels[:1], "score": [0.5]} | {f"prob_{n}": [0.5] for n in labels})
+        return pd.DataFrame({"label": labels[:1], "score": [0.5], "truncated": [False]}
+                            | {f"prob_{n}": [0.5] for n in labels})

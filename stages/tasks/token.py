@@ -55,7 +55,8 @@ def sentence_gold(word_labels: list[list[int]], sentences: list[int]) -> list[li
     return [gold[s] for s in sorted(gold)]
 
 
-def split_predictions(model, split, names: list[str], batch_size: int, pad_id: int, device, dtype=None, collate=None):
+def split_predictions(model, split, names: list[str], batch_size: int, pad_id: int, device, dtype=None, collate=None,
+                      what: str | None = None):
     """Word tags (gold, predicted, as names) per sentence of a tokenized split, and the model's own loss over the
     labelled sub-tokens (with `collate`; else None)."""
     from stages.modeling import run_model
@@ -63,7 +64,7 @@ def split_predictions(model, split, names: list[str], batch_size: int, pad_id: i
     seqs, sentences = list(split["input_ids"]), list(split["sentence"])
     gold = sentence_gold(list(split["word_labels"]), sentences)
     targets = list(split["label"]) if collate else None
-    logits, loss = run_model(model, seqs, batch_size, pad_id, device, dtype, targets, collate, per_token=True)
+    logits, loss = run_model(model, seqs, batch_size, pad_id, device, dtype, targets, collate, per_token=True, what=what)
     ids, _ = word_predictions(logits, list(split["word"]), sentences, [len(g) for g in gold], names.index(OUTSIDE))
     return [[names[t] for t in g] for g in gold], [[names[t] for t in s] for s in ids], loss
 
@@ -84,8 +85,10 @@ def token_baselines(train, test, names: list[str], which: list[str], probe_rows:
     if "frozen_probe" in which:
         rows = np.random.default_rng(0).permutation(len(first))[:probe_rows]
         states = first_subtoken_states(encoder, [train["input_ids"][int(i)] for i in rows],
-                                       [train["word"][int(i)] for i in rows], batch_size, pad_id, device)
-        test_states = first_subtoken_states(encoder, list(test["input_ids"]), list(test["word"]), batch_size, pad_id, device)
+                                       [train["word"][int(i)] for i in rows], batch_size, pad_id, device,
+                                       "train split, frozen encoder (probe baseline)")
+        test_states = first_subtoken_states(encoder, list(test["input_ids"]), list(test["word"]), batch_size, pad_id, device,
+                                            "test split, frozen encoder (probe baseline)")
         pred = probe_predictions(np.concatenate(states), np.concatenate([first[int(i)] for i in rows]),
                                  np.concatenate(test_states))
         per_window = np.split(pred, np.cumsum([len(s) for s in test_states])[:-1])
@@ -150,7 +153,7 @@ class TokenClassification(Task):
         """Entity-level metrics (seqeval default and strict), per type; the confusion is word-level, over types."""
         tokenized, labels = inputs.tokenized, inputs.labels
         y_true, y_pred, _ = split_predictions(inputs.model, tokenized["test"], labels, batch_size, inputs.pad_id,
-                                              inputs.device)
+                                              inputs.device, what="test split, fine-tuned model")
         encoder = inputs.encoder().to(inputs.device) if "frozen_probe" in baselines else None
         scores = {name: entity_scores(y_true, pred) for name, pred in token_baselines(
             tokenized["train"], tokenized["test"], labels, baselines, probe_rows, encoder, batch_size, inputs.pad_id,
@@ -169,7 +172,10 @@ class TokenClassification(Task):
     def predictor(self, path: Path, meta: dict):
         """Raw texts in; per text, a list of entity spans out: {"type", "start", "end", "text", "score"} with
         character offsets into the input text (end exclusive) and score = the mean probability of the span's word
-        tags. Texts longer than the model's window are cut into windows between words, as in training."""
+        tags. Nothing is truncated, so there is no `truncated` column: a text longer than the model's window is cut
+        into windows between words, as in training, and every word gets a tag; a single word longer than a whole window
+        (max_length minus the special tokens, in sub-tokens: a long URL) is tagged from its first sub-tokens, and its
+        span still covers the whole word. An empty text has no words, so no entities."""
         from stages.align import AlignStats, align, word_pieces
         from stages.modeling import predict_token_logits
         from stages.texttok import Wrapper
