@@ -10,10 +10,11 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 $(BIN)/dvc: pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (Python 3.11 is required)"; exit 1; }
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	# -qq: errors only; pip's per-package WARNING lines (e.g. about an index in pip.conf) were 300 of make run's lines
+	$(BIN)/pip install -qq --upgrade pip
 	# torch first and pinned: with 2.13.0 present, nothing pulls a CUDA build
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -qq torch==2.13.0
+	$(BIN)/pip install -qq -e '.[test]'
 	touch $(BIN)/dvc
 
 setup: $(BIN)/dvc
