@@ -88,6 +88,22 @@ def machine_info() -> dict:
     }
 
 
+def command_line(module: str, argv: list[str] | None) -> str:
+    """How a benchmark was started, for its result file: its arguments as given, else the process's."""
+    return " ".join(["python -m", module, *(argv if argv is not None else sys.argv[1:])])
+
+
+def finish(out: Path, result: dict, summary: str, scratch: Path, keep: bool) -> int:
+    """A project benchmark's end: the result file, its one-line summary, the scratch clone gone unless --keep."""
+    import shutil
+
+    write_result(out, result)
+    print(summary)
+    if not keep:
+        shutil.rmtree(scratch)
+    return 0
+
+
 def write_result(path: Path, result: dict) -> None:
     """A benchmark's JSON result (folders made as needed; numpy scalars and paths as strings)."""
     import json

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine_info, model_dir, peak_rss_mb, write_result
+from bench.common import command_line, machine_info, model_dir, peak_rss_mb, write_result
 
 MAX_LEN = 128  # run_glue's max_seq_length
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "finetune_reference",
         "description": f"plain HF Trainer, padding {args.padding}, fp32, run_glue defaults",
-        "command": "python -m bench.finetune_reference " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("bench.finetune_reference", argv),
         "data": str(args.data), "model": mdir,
         "config": {"epochs": args.epochs, "learning_rate": 5e-5, "batch_size": 32, "max_length": MAX_LEN,
                    "padding": args.padding, "warmup": 0, "weight_decay": 0.0, "seed": 42, "precision": "fp32",

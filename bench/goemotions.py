@@ -14,14 +14,13 @@ scored with per-label thresholds tuned on validation, as ours is (and with 0.5 a
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-from bench.common import machine_info, project_args, repro_in_clone, write_result
+from bench.common import command_line, finish, machine_info, project_args, repro_in_clone
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "goemotions"
@@ -70,18 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         return ref.returncode
     reference = json.loads(ref_out.read_text())
     tuned = reference["test"]["tuned_on_validation"]
-    result = {"command": "python -m bench.goemotions " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result = {"command": command_line("bench.goemotions", argv),
               "commit": commit, "params": params, "ours": ours, "reference": reference,
               "published": {"model": "BERT-base", "macro_f1": 0.46, "threshold": 0.3, "source": "Demszky et al., 2020"},
               "machine": machine_info()}
-    write_result(args.out, result)
-    print(f"ours: test macro-F1 {ours['test']['f1_macro']:.4f}, micro-F1 {ours['test']['f1_micro']:.4f}, training "
-          f"{ours['train']['train_seconds']} s ({ours['train']['train_samples_per_s']} samples/s); reference (tuned "
-          f"thresholds): macro-F1 {tuned['macro_f1']:.4f}, micro-F1 {tuned['micro_f1']:.4f}, training "
-          f"{reference['train']['seconds']} s")
-    if not args.keep:
-        shutil.rmtree(tmp)
-    return 0
+    return finish(args.out, result,
+                  f"ours: test macro-F1 {ours['test']['f1_macro']:.4f}, micro-F1 {ours['test']['f1_micro']:.4f}, "
+                  f"training {ours['train']['train_seconds']} s ({ours['train']['train_samples_per_s']} samples/s); "
+                  f"reference (tuned thresholds): macro-F1 {tuned['macro_f1']:.4f}, micro-F1 {tuned['micro_f1']:.4f}, "
+                  f"training {reference['train']['seconds']} s", tmp, args.keep)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from unittest import mock
 
-from bench.common import machine_info, write_result
+from bench.common import command_line, machine_info, write_result
 from bench.profile import train_slice
 
 LEVERS = [("fp32, random batches, foreach AdamW", dict(group_by_length=False, precision="fp32"), False),
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 "|---|---|---|---|---|"]
     markdown += [f"| {n} | {t['samples_per_s']:.1f} | {t['real_tokens_per_s']:,.0f} | {t['padding_share']:.1%} | "
                  f"{t['samples_per_s'] / base:.2f}x |" for n, t in table.items()]
-    result = {"benchmark": "levers", "command": "python -m bench.levers " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result = {"benchmark": "levers", "command": command_line("bench.levers", argv),
               "rows": rows, "rounds": rounds, "levers": table, "markdown": markdown,
               "loadavg": {"start": load, "end": os.getloadavg()}, "machine": machine_info()}
     write_result(args.out, result)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from bench.common import machine_info, project_args, read_conll, repro_in_clone, write_result
+from bench.common import command_line, finish, machine_info, project_args, read_conll, repro_in_clone
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "conll2003"
@@ -78,20 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         return proc.returncode
     read = lambda name: json.loads((root / name).read_text())  # noqa: E731
     result = {
-        "command": "python -m bench.ner " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("bench.ner", argv),
         "commit": commit, "params": project_params(args.max_train, args.epochs),
         "dvc_repro_seconds": round(wall, 1), "train": read("reports/train.json"),
         "pipeline_test": read("reports/metrics.json")["test"], "clean": read("reports/clean.json")["total"],
         "tokenize": read("reports/tokenize.json"), "full_test": score_full_test(root / "models/finetuned", args.data / "test.txt"),
         "loadavg_start": load, "loadavg_end": os.getloadavg(), "machine": machine_info(),
     }
-    write_result(args.out, result)
     s = result["full_test"]["scores"]
-    print(f"full test.txt: entity F1 {s['f1']:.4f} (strict {s['strict_f1']:.4f}); pipeline test F1 "
-          f"{result['pipeline_test']['f1']:.4f}; training {result['train']['train_seconds']} s; dvc repro {wall:.0f} s")
-    if not args.keep:
-        shutil.rmtree(tmp)
-    return 0
+    return finish(args.out, result, f"full test.txt: entity F1 {s['f1']:.4f} (strict {s['strict_f1']:.4f}); pipeline "
+                  f"test F1 {result['pipeline_test']['f1']:.4f}; training {result['train']['train_seconds']} s; "
+                  f"dvc repro {wall:.0f} s", tmp, args.keep)
 
 
 if __name__ == "__main__":

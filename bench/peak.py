@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import machine_info, write_result
+from bench.common import command_line, machine_info, write_result
 
 SIZES = (1024, 2048, 4096)
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=2.0, help="timing per size and dtype")
     args = ap.parse_args(argv)
     load = os.getloadavg()
-    result = {"benchmark": "peak", "command": "python -m bench.peak " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result = {"benchmark": "peak", "command": command_line("bench.peak", argv),
               **measure(args.seconds), "loadavg": {"start": load, "end": os.getloadavg()}, "machine": machine_info()}
     write_result(args.out, result)
     print(f"matmul peak ({result['threads']} threads): fp32 {result['fp32_peak_gflops']:.0f} GFLOP/s, "

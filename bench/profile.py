@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.common import machine_info, write_result
+from bench.common import command_line, machine_info, write_result
 
 GROUPS = [  # (group, operator names): the first group an operator's name matches takes its self time
     ("matmuls (mm, addmm, bmm)", ("aten::mm", "aten::addmm", "aten::bmm")),
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{summary['train_samples_per_s']:.0f} samples/s under the profiler)", "",
                 "| where the self time goes | share |", "|---|---|"]
     markdown += [f"| {g} | {s:.1%} |" for g, s in shares.items()]
-    result = {"benchmark": "profile", "command": "python -m bench.profile " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result = {"benchmark": "profile", "command": command_line("bench.profile", argv),
               "rows": len(seqs), "summary": summary, "shares": shares, "top_ops": top, "markdown": markdown,
               "loadavg": os.getloadavg(), "machine": machine_info()}
     write_result(args.out, result)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 # This machine (and CI) reaches no hub; users who are online can override each of these.
 OFFLINE_DEFAULTS = {
@@ -37,6 +38,21 @@ def set_env_defaults() -> None:
     for key, value in (OFFLINE_DEFAULTS | ({} if sys.stderr.isatty() else NO_TERMINAL_DEFAULTS)).items():
         os.environ.setdefault(key, value)
     credentials.move_to_env()
+
+
+@contextlib.contextmanager
+def without_log_lines(logger: str, containing: str) -> Iterator[None]:
+    """Drop a library's log records that contain `containing` while the block runs (a filter, not a level: some
+    libraries branch on their logger's level, and other lines of that logger still matter)."""
+    def keep(record: logging.LogRecord) -> bool:
+        return containing not in str(record.msg)
+
+    target = logging.getLogger(logger)
+    target.addFilter(keep)
+    try:
+        yield
+    finally:
+        target.removeFilter(keep)
 
 
 def _process_seconds() -> float:

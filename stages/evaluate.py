@@ -116,10 +116,10 @@ def main() -> None:
              ", ".join(params.evaluate.baselines) or "none")
     ev, metrics = evaluate(task, inputs, params.evaluate)
     primary = task.metric("auto")
-    scores = headline(metrics, primary)
+    scores, per_class = headline(metrics, primary), pd.DataFrame(ev.per_class)
     with atomic_dir(PLOTS) as tmp:
         pd.DataFrame({"actual": ev.actual, "predicted": ev.predicted}).to_csv(tmp / "confusion.csv", index=False)
-        pd.DataFrame(ev.per_class).to_csv(tmp / "per_class.csv", index=False)
+        per_class.to_csv(tmp / "per_class.csv", index=False)
         confusion_png(confusion(ev.actual, ev.predicted, ev.classes), ev.classes, tmp / "confusion_matrix.png")
     write_json(METRICS, metrics)
     write_json(SCORES, scores)
@@ -133,7 +133,7 @@ def main() -> None:
         tracking.log_metrics(flat | {f"test_{task.unit}": rel[f"test_{task.unit}"]})
         tracking.set_tags({"test.comparable": str(rel["comparable"]).lower()}
                           | ({"test.not_comparable_because": "; ".join(rel["reasons"])} if rel["reasons"] else {}))
-        tracking.log_table(pd.DataFrame(ev.per_class), "per_class.json")
+        tracking.log_table(per_class, "per_class.json")
         tracking.log_artifacts([str(PLOTS)], "plots")
         tracking.log_artifacts([str(METRICS), str(SCORES)], "reports")
     ci = rel["ci95"][primary]

@@ -51,17 +51,11 @@ def load_with_new_head(auto, name: str, **config):
     """A pretrained encoder with a freshly initialised task head. transformers prints a table with the head's weights
     in red as MISSING; that is expected here, so it is said once, plainly, instead (and a real load error still
     raises)."""
-    from transformers.utils import logging as hf_logging
+    from stages.cli import without_log_lines
 
-    def not_the_report(record: logging.LogRecord) -> bool:  # a filter, not a level: transformers branches on the level
-        return "LOAD REPORT" not in str(record.msg)
-
-    loader = hf_logging.get_logger("transformers.modeling_utils")
-    loader.addFilter(not_the_report)
-    try:
+    # not a level: at ERROR, transformers prints a "layers were not sharded" warning instead (it branches on the level)
+    with without_log_lines("transformers.modeling_utils", "LOAD REPORT"):
         model, info = load_pretrained(auto, name, output_loading_info=True, **config)
-    finally:
-        loader.removeFilter(not_the_report)
     new, unused = sorted(info.get("missing_keys", [])), sorted(info.get("unexpected_keys", []))
     log.info("%s: new %s head, initialised from the seed and trained now: %s%s", name, type(model).__name__,
              ", ".join(new) or "none", f"; checkpoint weights this head does not use: {', '.join(unused)}" if unused else "")

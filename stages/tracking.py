@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -150,23 +149,17 @@ def log_served_model(model_dir: str, model_name: str, requirements: list[str], e
     active run and register it under `model_name`; returns the new version."""
     from mlflow.models import infer_signature
 
+    from stages.cli import without_log_lines
     from stages.serving import Served
 
-    def not_the_pickle_warning(record: logging.LogRecord) -> bool:
-        # MLflow warns that a python_model object is pickled; ours is an empty instance of a class shipped in
-        # code_paths (cloudpickle stores a reference to stages.serving.Served, no code), and its state is built in
-        # load_context from the artifacts: nothing to be cautious about, so not a line in every register log.
-        return "CloudPickle" not in str(record.msg)
-
-    pyfunc_log = logging.getLogger("mlflow.pyfunc")
-    pyfunc_log.addFilter(not_the_pickle_warning)
-    try:
+    # MLflow warns that a python_model object is pickled; ours is an empty instance of a class shipped in code_paths
+    # (cloudpickle stores a reference to stages.serving.Served, no code), and its state is built in load_context from
+    # the artifacts: nothing to be cautious about, so not a line in every register log.
+    with without_log_lines("mlflow.pyfunc", "CloudPickle"):
         info = _mlflow().pyfunc.log_model(
             name="model", python_model=Served(), artifacts={"model": model_dir}, code_paths=[str(Path(__file__).parent)],
             pip_requirements=requirements, input_example=example,
             signature=Served.signature(infer_signature(example, example_output)), registered_model_name=model_name)
-    finally:
-        pyfunc_log.removeFilter(not_the_pickle_warning)
     return str(info.registered_model_version)
 
 
