@@ -107,8 +107,8 @@ class FinetuneParams(Strict):
 
 class EvaluateParams(Strict):
     batch_size: int = Field(128, ge=1)
-    baselines: list[Literal["majority", "frozen_probe"]] = ["majority", "frozen_probe"]
-    probe_max_train_rows: int = Field(10000, ge=10)  # caps the frozen-encoder pass over train
+    baselines: list[Literal["majority", "frozen_probe", "tfidf"]] = ["majority", "frozen_probe"]
+    probe_max_train_rows: int = Field(10000, ge=10)  # caps the train rows probe baselines fit on (frozen encoder, tfidf)
     # Below these the test score means little (3 rows of one class score 1.0): evaluate warns, and register keeps
     # such a version from the champion alias. Units: the task's (rows; sentences for NER); per class: rows per label,
     # gold entities per type, positive rows per label (multi-label).

@@ -70,18 +70,23 @@ class Task(ABC):
     name: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]]  # what finetune.best_metric / register.metric may name; the first is 'auto'
     operations: ClassVar[tuple[str, ...]]  # the augment operations that keep this task's labels true
+    baselines: ClassVar[tuple[str, ...]] = ("majority", "frozen_probe")  # what evaluate.baselines may name here
     unit: ClassVar[str] = "rows"  # what ingest and clean count
     examples: ClassVar[list[str]]  # register's input example
     answers_empty_text: ClassVar[bool] = False  # serving: an empty text has an honest prediction (else: refused)
 
     # --- params -----------------------------------------------------------------------------------------------
     def check(self, params: Params) -> None:
-        """Params that only make sense for some tasks: augment operations and metric names."""
+        """Params that only make sense for some tasks: augment operations, evaluate baselines and metric names."""
         if params.augment.enabled:
             wrong = [op for op in params.augment.operations if op not in self.operations]
             if wrong:
                 raise PipelineError(f"params.yaml: augment.operations: {wrong} do not fit task {self.name} "
                                     f"(choose from {', '.join(self.operations)})")
+        wrong = [b for b in params.evaluate.baselines if b not in self.baselines]
+        if wrong:
+            raise PipelineError(f"params.yaml: evaluate.baselines: {wrong} do not fit task {self.name} "
+                                f"(choose from {', '.join(self.baselines)})")
         for key, value in (("finetune.best_metric", params.finetune.best_metric),
                            ("register.metric", params.register.metric)):
             if value != "auto" and value not in self.metrics:

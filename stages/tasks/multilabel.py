@@ -25,7 +25,7 @@ from stages.labelsets import check_label_sets, label_key, multi_hot, select_labe
 from stages.params import AugmentParams, CleanParams, FinetuneParams, IngestParams
 from stages.splits import assemble
 from stages.tasks.base import EvalInputs, Evaluation, Ingested
-from stages.tasks.sequence import SequenceClassification, frozen_embeddings, read_source
+from stages.tasks.sequence import SequenceClassification, frozen_embeddings, probe_texts, read_source
 from stages.textclean import clean_files
 
 NONE = "(none)"  # the confusion view's "no label" row/column
@@ -177,18 +177,20 @@ class MultiLabelClassification(SequenceClassification):
         if "majority" in baselines:  # each label on when it is on in most train rows (usually: nothing)
             on = np.asarray(train["label"], np.float32).mean(0) > 0.5
             scores["majority"] = multilabel_metrics(y, np.broadcast_to(on, y.shape))
+        texts = probe_texts(inputs, probe_rows) if {"frozen_probe", "tfidf"} & set(baselines) else None
+        label2id = {n: i for i, n in enumerate(labels)}
         if "frozen_probe" in baselines:  # one logistic regression per label on frozen, mean-pooled vectors
-            from stages.baselines import probe_predictions
+            from stages.baselines import one_vs_rest, probe_predictions
 
-            train_x, train_y, test_x = frozen_embeddings(inputs, batch_size, probe_rows)
-            hot = np.asarray(multi_hot(train_y, {n: i for i, n in enumerate(labels)}))
-            probe = np.zeros_like(y)
-            for i in range(len(labels)):
-                if 0 < hot[:, i].sum() < len(hot):  # a label always on or always off: predicted as it was
-                    probe[:, i] = probe_predictions(train_x, hot[:, i], test_x)
-                else:
-                    probe[:, i] = hot[0, i] if len(hot) else 0
-            scores["frozen_probe"] = multilabel_metrics(y, probe)
+            train_x, train_y, test_x = frozen_embeddings(inputs, texts, batch_size)
+            scores["frozen_probe"] = multilabel_metrics(y, one_vs_rest(
+                lambda col: probe_predictions(train_x, col, test_x), np.asarray(multi_hot(train_y, label2id)), len(y)))
+        if "tfidf" in baselines:  # one logistic regression per label on TF-IDF character n-grams
+            from stages.baselines import tfidf_predictions
+
+            train, test_texts = texts
+            hot = np.asarray(multi_hot(train["label"], label2id))
+            scores["tfidf"] = multilabel_metrics(y, tfidf_predictions(train["text"], hot, test_texts))
         actual, predicted = confusion_pairs(y, pred, labels)
         return Evaluation(multilabel_metrics(y, pred), scores, per_label(y, pred, labels), actual, predicted,
                           list(labels) + [NONE], {"thresholds": dict(zip(labels, inputs.meta["thresholds"]))},

@@ -1,7 +1,8 @@
 """Sequence classification: one label per text (sentiment, topic, intent), single-label cross-entropy.
 
 Rows are (text, label); splits are stratified by label; metrics are accuracy and macro/weighted P/R/F1 (scikit-learn);
-baselines are the majority class and a logistic-regression probe on the frozen, mean-pooled pretrained encoder.
+baselines are the majority class, a logistic-regression probe on the frozen, mean-pooled pretrained encoder, and a
+logistic regression on TF-IDF character n-grams (opt-in: `tfidf`).
 """
 
 from __future__ import annotations
@@ -100,27 +101,33 @@ def ingest(frames: Frames, p: IngestParams, names: list[str] | None = None) -> t
     return splits, label_list
 
 
-def frozen_embeddings(inputs: EvalInputs, batch_size: int, probe_rows: int) -> tuple[np.ndarray, pd.Series, np.ndarray]:
-    """Mean-pooled frozen-encoder vectors of up to `probe_rows` cleaned train texts (their labels beside) and of the
-    test texts, for a probe."""
+def probe_texts(inputs: EvalInputs, probe_rows: int) -> tuple[pd.DataFrame, pd.Series]:
+    """Up to `probe_rows` cleaned train rows (text, label; a seeded shuffle) and the cleaned test texts: what the
+    baselines that read texts (frozen_probe, tfidf) learn from and score."""
+    clean = inputs.clean()
+    return clean["train"].sample(frac=1.0, random_state=0).head(probe_rows), clean["test"]["text"]
+
+
+def frozen_embeddings(inputs: EvalInputs, texts: tuple[pd.DataFrame, pd.Series],
+                      batch_size: int) -> tuple[np.ndarray, pd.Series, np.ndarray]:
+    """Mean-pooled frozen-encoder vectors of the `probe_texts` train texts (their labels beside) and test texts."""
     from stages.baselines import mean_pooled
 
-    clean = inputs.clean()
-    train = clean["train"].sample(frac=1.0, random_state=0).head(probe_rows)
-    tokenizer, encoder = inputs.tokenizer(), inputs.encoder().to(inputs.device)
+    (train, test), tokenizer, encoder = texts, inputs.tokenizer(), inputs.encoder().to(inputs.device)
 
     def embed(texts: pd.Series, split: str) -> np.ndarray:
         seqs = tokenizer(list(texts), truncation=True, max_length=inputs.meta["max_length"])["input_ids"]
         return mean_pooled(encoder, seqs, batch_size, tokenizer.pad_token_id, inputs.device,
                            f"{split} split, frozen encoder (probe baseline)")
 
-    return embed(train["text"], "train"), train["label"], embed(clean["test"]["text"], "test")
+    return embed(train["text"], "train"), train["label"], embed(test, "test")
 
 
 class SequenceClassification(Task):
     name = "sequence_classification"
     metrics = ("accuracy", "f1_macro", "f1_weighted", "loss")
     operations = ("synonym", "insert", "swap", "delete")
+    baselines = (*Task.baselines, "tfidf")
     examples = ["a gem of a film", "a dull, lifeless remake"]
     auto_model = "AutoModelForSequenceClassification"
     problem_type = "single_label_classification"
@@ -170,7 +177,7 @@ class SequenceClassification(Task):
         return validate
 
     def evaluate(self, inputs: EvalInputs, baselines: list[str], batch_size: int, probe_rows: int) -> Evaluation:
-        from stages.baselines import majority_predictions, probe_predictions
+        from stages.baselines import majority_predictions, probe_predictions, tfidf_predictions
         from stages.modeling import predict_logits
 
         labels, test = inputs.labels, inputs.tokenized["test"]
@@ -181,11 +188,16 @@ class SequenceClassification(Task):
         if "majority" in baselines:
             train_labels = np.asarray(inputs.tokenized["train"]["label"])
             scores["majority"] = classification_metrics(y_true, majority_predictions(train_labels, len(y_true)))
+        texts = probe_texts(inputs, probe_rows) if {"frozen_probe", "tfidf"} & set(baselines) else None
+        label2id = {n: i for i, n in enumerate(labels)}
         if "frozen_probe" in baselines:
-            train_x, train_y, test_x = frozen_embeddings(inputs, batch_size, probe_rows)
-            label2id = {n: i for i, n in enumerate(labels)}
+            train_x, train_y, test_x = frozen_embeddings(inputs, texts, batch_size)
             scores["frozen_probe"] = classification_metrics(
                 y_true, probe_predictions(train_x, train_y.map(label2id).to_numpy(), test_x))
+        if "tfidf" in baselines:  # TF-IDF character n-grams + logistic regression: no model, any language
+            train, test_texts = texts
+            scores["tfidf"] = classification_metrics(
+                y_true, tfidf_predictions(train["text"], train["label"].map(label2id).to_numpy(), test_texts))
         names = np.asarray(labels)
         return Evaluation(classification_metrics(y_true, y_pred), scores, per_class(y_true, y_pred, labels),
                           list(names[y_true]), list(names[y_pred]), labels, units=len(y_true),
