@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from stages.coverage import Coverage
 from stages.io import SPLITS
 from stages.params import TokenizeParams
 from stages.texttok import Fingerprint, Wrapper, length_stats
@@ -122,12 +123,13 @@ def tokenize_sentences(splits: dict[str, pd.DataFrame], tokenizer, labels: list[
                                   "word_labels": datasets.List(datasets.Value("int64"))})
     out, report = {}, {"max_length": p.max_length, "label_all_subtokens": p.label_all_subtokens, "splits": {}}
     for name in SPLITS:
-        df, stats, rows = splits[name], AlignStats(), []
+        df, stats, rows, coverage = splits[name], AlignStats(), [], Coverage(tokenizer)
         sentences = [list(map(str, t)) for t in df["tokens"]]
         for start in range(0, len(sentences), p.batch_size):
             chunk = sentences[start : start + p.batch_size]
             for k, pieces in enumerate(word_pieces(tokenizer, chunk) if chunk else []):
                 i = start + k
+                coverage.add(chunk[k], pieces)
                 tags = [label2id[t] for t in df["tags"].iat[i]]
                 for w in align(pieces, tags, i, budget, wrap, continuation, stats):
                     rows.append((w.input_ids, w.labels, w.words, w.sentence, stats.n_tokens[-1], w.word_labels))
@@ -139,5 +141,5 @@ def tokenize_sentences(splits: dict[str, pd.DataFrame], tokenizer, labels: list[
                                      fingerprint=Fingerprint(tokenizer, settings).add(joined).value())
         report["splits"][name] = length_stats(np.asarray(stats.n_tokens), p.max_length) | {
             "windows": stats.windows, "windowed_sentences": stats.windowed_sentences,
-            "empty_words": stats.empty_words, "truncated_words": stats.truncated_words}
+            "empty_words": stats.empty_words, "truncated_words": stats.truncated_words, "coverage": coverage.report()}
     return datasets.DatasetDict(out), report

@@ -49,6 +49,9 @@ def main() -> None:
         report = pass_through(IN, OUT, p)
     write_json(REPORT, report)
     log.info("train %d → %d rows (added %s)", report["rows_in"], report["rows_out"], report["added"])
+    if any(report.get("skipped_unsupported", {}).values()):  # augment.unsupported_text: skip
+        log.info("Chinese texts: English-only operations skipped %s; %d copies without any operation that applies",
+                 report["skipped_unsupported"], report["no_operation_applies"])
 
 
 if __name__ == "__main__":

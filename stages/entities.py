@@ -1,9 +1,7 @@
 """Entities: entity-level scores (seqeval, default and strict IOB2 mode) and per type, the word-level type confusion,
-and raw text → words → entity spans with character offsets (NER serving)."""
+and word tags → entity spans with character offsets into the raw text (NER serving; words: stages.wordsplit)."""
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 
@@ -65,16 +63,6 @@ def type_confusion(y_true: list[list[str]], y_pred: list[list[str]]) -> tuple[li
     actual = [type_of(t) for s in y_true for t in s]
     predicted = [type_of(t) for s in y_pred for t in s]
     return actual, predicted
-
-
-# Raw text → words the way CoNLL-style training data splits them: abbreviations (U.S.) whole, a
-# possessive 's apart, hyphenated/dotted words whole, every other punctuation mark a word of its own.
-WORD = re.compile(r"(?:[A-Za-z]\.){2,}|'[sS]\b|\w+(?:[-.&]\w+)*|[^\w\s]")
-
-
-def split_words(text: str) -> list[tuple[str, int, int]]:
-    """(word, start, end) character offsets of each word of `text`."""
-    return [(m.group(), m.start(), m.end()) for m in WORD.finditer(text)]
 
 
 def entity_spans(text: str, words: list[tuple[str, int, int]], tags: list[str], probs) -> list[dict]:

@@ -45,6 +45,13 @@ def finetune(task: Task, model, dd, labels: list[str], p: FinetuneParams, pad_id
     return Finetuned(result, metric, task.model_extras(model, dd["validation"], labels, p, pad_id, device))
 
 
+def data_tags(settings: dict) -> dict[str, str]:
+    """What tokenize found worth seeing beside the run: [UNK] share per split, its warnings, how serving splits words."""
+    tags = {f"tokenize.unk_share.{name}": str(share) for name, share in settings.get("unk_share", {}).items()}
+    tags |= {f"serving.{k}": str(v) for k, v in settings.get("serving", {}).items()}
+    return tags | ({"tokenize.warnings": " | ".join(settings["warnings"])[:5000]} if settings.get("warnings") else {})
+
+
 def main() -> None:
     import datasets
     import torch
@@ -69,13 +76,15 @@ def main() -> None:
     try:
         tracking.log_datasets(TEXTS, {"train": "training", "validation": "validation", "test": "test"},
                               params.ingest.source)
+        tracking.set_tags(data_tags(settings))
         out = finetune(task, model, dd, labels, p, tokenizer.pad_token_id, device, tracking.EpochLogger())
         result = out.result
         with atomic_dir(OUT) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             write_json(tmp / PIPELINE_FILE, {"task": task.name, "max_length": settings["max_length"], "labels": labels,
-                                             "base_model": params.model.name, "torch": torch.__version__} | out.extras)
+                                             "base_model": params.model.name, "torch": torch.__version__}
+                       | settings.get("serving", {}) | out.extras)
         summary = result.summary | {"device": str(device), "stopped_early": result.stopped_early}
         pd.DataFrame(result.history).to_csv(CURVES, index=False)
         pd.DataFrame(result.steps).to_csv(STEPS, index=False)

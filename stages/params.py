@@ -69,6 +69,9 @@ class AugmentParams(Strict):
     rate: float = Field(0.1, gt=0, le=0.5)  # share of words an operation touches (EDA's alpha)
     operations: list[Operation] = ["synonym", "insert", "swap", "delete"]
     seed: int = 42
+    # synonym/insert draw on English WordNet: on a mostly Chinese (CJK) text they would only add English noise.
+    # error: stop at the first such text; skip: draw another operation for it (reports/augment.json counts them)
+    unsupported_text: Literal["error", "skip"] = "error"
 
 
 class TokenizeParams(Strict):
@@ -76,6 +79,20 @@ class TokenizeParams(Strict):
     batch_size: int = Field(1000, ge=1)  # texts per tokenizer call in datasets.map
     # token task: label every sub-token of a word (continuations of B-X get I-X) or only the first (rest -100)
     label_all_subtokens: bool = False
+    # Vocabulary coverage (stages.coverage): above this share of [UNK] tokens in a split, a warning (log, report,
+    # MLflow tag); above max_unk_share, a stop: the model would train on noise. English data sets here: 0-0.13%;
+    # Chinese text with the packaged English MiniLM: 65%.
+    warn_unk_share: float = Field(0.01, ge=0, le=1)
+    max_unk_share: float = Field(0.1, ge=0, le=1)
+    # token task: how serving splits raw text into words, as the training data was (stages.wordsplit): words (CJK
+    # ideographs one by one, Latin/digit runs whole) | chars (every character: MSRA) | auto (inferred from train)
+    word_split: Literal["auto", "words", "chars"] = "auto"
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> TokenizeParams:
+        if self.warn_unk_share > self.max_unk_share:
+            raise ValueError("warn_unk_share is above max_unk_share: the warning would never be seen")
+        return self
 
 
 class FinetuneParams(Strict):

@@ -7,6 +7,8 @@
 - shuffle: the tokens of one segment (a run of `O`, or one mention) are shuffled; the tags stay in place.
 
 Each operation touches about `rate` of its units (O words, mentions, segments of 2+ tokens), at least one.
+On a Chinese (mostly CJK) sentence synonym raises UnsupportedText (English WordNet): `augment.unsupported_text`
+decides; mention and shuffle work on tokens whatever their language.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from stages.eda import WORD, Synonyms, _candidates, _synonym_of, with_copies
+from stages.eda import WORD, Synonyms, UnsupportedText, _candidates, _synonym_of, with_copies
 from stages.iob import OUTSIDE, spans
 from stages.params import AugmentParams
+from stages.wordsplit import cjk_share, is_cjk_text
 
 Sentence = tuple[list[str], list[str]]  # (tokens, tags)
 Pool = dict[str, list[tuple[str, ...]]]  # entity type → distinct mentions (token tuples), in order of first use
@@ -89,6 +92,8 @@ def shuffle_segments(tokens: list[str], tags: list[str], rate: float, rng: rando
 
 def augment_sentence(tokens: list[str], tags: list[str], op: str, rate: float, synonyms: Synonyms, pool: Pool,
                      rng: random.Random) -> Sentence:
+    if op == "synonym" and is_cjk_text(text := "".join(tokens)):  # the same rule as a text's (stages.eda)
+        raise UnsupportedText(op, cjk_share(text))
     ops: dict[str, Callable[[], Sentence]] = {
         "synonym": lambda: replace_synonyms(tokens, tags, rate, synonyms, rng),
         "mention": lambda: replace_mentions(tokens, tags, rate, pool, rng),

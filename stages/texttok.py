@@ -1,6 +1,7 @@
 """Tokenizing texts, for every task whose rows are (text, label): the model's fast tokenizer, truncated at max_length,
 no padding (batches pad at training time). Texts stream from parquet chunks into memory-mapped Arrow files (bounded
-memory); the report holds token-length percentiles (before truncation) and the share of texts truncated.
+memory); the report holds token-length percentiles (before truncation), the share of texts truncated and
+the vocabulary's coverage of the text (stages.coverage).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stages.coverage import Coverage
 from stages.io import SPLITS, PipelineError
 from stages.params import TokenizeParams
 
@@ -103,14 +105,16 @@ def tokenize(splits: dict[str, pd.DataFrame | Iterable[pd.DataFrame]], tokenizer
 
     datasets.disable_progress_bars()  # the stage logs one line per split instead
     label2id = {n: i for i, n in enumerate(labels)}
-    _, n_suf = special_layout(tokenizer)
+    n_pre, n_suf = special_layout(tokenizer)
     keep = p.max_length - n_suf
     features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")),
                                   "label": codec.feature(), "n_tokens": datasets.Value("int32")})
 
-    def encode(batch: pd.DataFrame) -> dict:
-        enc = tokenizer(batch["text"].tolist(), truncation=False, return_attention_mask=False,
-                        return_token_type_ids=False, verbose=False)["input_ids"]
+    def encode(batch: pd.DataFrame, coverage: Coverage) -> dict:
+        texts = batch["text"].tolist()
+        enc = tokenizer(texts, truncation=False, return_attention_mask=False, return_token_type_ids=False,
+                        verbose=False)["input_ids"]
+        coverage.add(texts, (s[n_pre : len(s) - n_suf] for s in enc))
         return {"input_ids": [s if len(s) <= p.max_length else s[:keep] + s[len(s) - n_suf:] for s in enc],
                 "label": codec.encode(batch["label"], label2id), "n_tokens": [len(s) for s in enc]}
 
@@ -120,14 +124,15 @@ def tokenize(splits: dict[str, pd.DataFrame | Iterable[pd.DataFrame]], tokenizer
         path = str(scratch / f"{name}.arrow") if scratch else None
         sink = pa.OSFile(path, "wb") if path else pa.BufferOutputStream()
         fp, lengths = Fingerprint(tokenizer, f"{p.max_length}|{labels}|{name}"), [np.zeros(0, np.int32)]
+        coverage = Coverage(tokenizer)
         with ArrowWriter(features=features, stream=sink) as writer:
             for batch in (c.iloc[i : i + p.batch_size] for c in chunks for i in range(0, len(c), p.batch_size)):
                 fp.add(batch[["text"]].assign(label=codec.key(batch["label"])))
-                columns = encode(batch)
+                columns = encode(batch, coverage)
                 writer.write_batch(columns)
                 lengths.append(np.asarray(columns["n_tokens"], np.int32))
             writer.finalize()
         table = MemoryMappedTable.from_file(path) if path else InMemoryTable.from_buffer(sink.getvalue())
         out[name] = datasets.Dataset(table, info=datasets.DatasetInfo(features=features), fingerprint=fp.value())
-        report["splits"][name] = length_stats(np.concatenate(lengths), p.max_length)
+        report["splits"][name] = length_stats(np.concatenate(lengths), p.max_length) | {"coverage": coverage.report()}
     return datasets.DatasetDict(out), report

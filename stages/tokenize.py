@@ -1,6 +1,7 @@
 """Tokenize every split with the model's fast tokenizer, as the task stores its rows: texts truncated at max_length
 (stages.texttok), NER sentences aligned word → sub-tokens and cut into windows (stages.align). No padding: batches pad
-at training time. `reports/tokenize.json` holds token-length percentiles and what was truncated or windowed.
+at training time. `reports/tokenize.json` holds token-length percentiles, what was truncated or windowed, and the
+vocabulary's coverage of each split (stages.coverage): too many [UNK] tokens warn, or stop before anything is written.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from stages import tasks
+from stages.coverage import check_coverage
 from stages.io import atomic_dir, read_labels, split_paths, write_json
 from stages.modeling import load_tokenizer
 
@@ -30,16 +32,29 @@ def main() -> None:
         scratch = tmp / "scratch"  # memory-mapped Arrow files of streamed texts; gone with the temp dir on failure
         scratch.mkdir()
         dd, report = task.tokenize(IN, tokenizer, labels, params.tokenize, scratch)
+        # before anything is written: a vocabulary that cannot represent the text stops here, leaving no output
+        report["warnings"] = check_coverage(report["splits"], params.tokenize, params.model.name) + report.get(
+            "warnings", [])
         dd.save_to_disk(str(tmp))
         shutil.rmtree(scratch)
         write_json(tmp / "labels.json", {"names": labels})
+        # finetune copies `serving` into the model's pipeline.json and tags the MLflow run with the warnings
         write_json(tmp / "settings.json", {"task": task.name, "max_length": params.tokenize.max_length,
-                                           "model": params.model.name})
+                                           "model": params.model.name, "serving": report.get("serving", {}),
+                                           "unk_share": {n: s["coverage"]["unk_share"] for n, s in
+                                                         report["splits"].items()}, "warnings": report["warnings"]})
     write_json(REPORT, report)
     for name, s in report["splits"].items():
         cut = (f"{s['windowed_sentences']} sentences split into windows" if "windows" in s
                else f"truncated {100 * s['truncated_share']:.1f}%")
-        log.info("%s: %d rows, tokens p50 %d p95 %d max %d, %s", name, s["rows"], s["p50"], s["p95"], s["max"], cut)
+        log.info("%s: %d rows, tokens p50 %d p95 %d max %d, %s, [UNK] %.2f%%", name, s["rows"], s["p50"], s["p95"],
+                 s["max"], cut, 100 * s["coverage"]["unk_share"])
+    if "word_split" in report:
+        w = report["word_split"]
+        log.info("serving splits raw text by '%s' (%s: %.1f%% of %d train tokens are one character)", w["rule"],
+                 w["chosen_by"], 100 * w["single_char_share"], w["tokens"])
+    for warning in report["warnings"]:
+        log.warning("%s", warning)
 
 
 if __name__ == "__main__":

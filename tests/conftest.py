@@ -42,6 +42,35 @@ def tiny_model_dir(tmp_path_factory, packaged_tokenizer) -> Path:
     return out
 
 
+CHINESE_VOCAB = ROOT / "tests" / "data" / "bert-base-chinese-vocab.txt"
+SHARED_CHINESE = ROOT.parent / "shared" / "data" / "chinese"  # ChnSentiCorp and MSRA, when this machine has them
+
+
+@pytest.fixture(scope="session")
+def chinese_tokenizer():
+    """bert-base-chinese's WordPiece tokenizer, built from its real vocabulary (no download)."""
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab=str(CHINESE_VOCAB))  # transformers 5: `vocab` takes the file (vocab_file is ignored)
+
+
+@pytest.fixture(scope="session")
+def tiny_chinese_model_dir(tmp_path_factory, chinese_tokenizer) -> Path:
+    """A randomly initialised 2-layer, 32-wide BERT over bert-base-chinese's real vocabulary: what an offline test can
+    build of the model an online user names with `model.name: bert-base-chinese`."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-bert-chinese")
+    vocab_size = max(chinese_tokenizer.get_vocab().values()) + 1  # 21,128: the file repeats a few entries
+    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(out)
+    chinese_tokenizer.save_pretrained(out)
+    return out
+
+
 def sentiment_rows(n: int, seed: int = 0) -> list[dict]:
     """A learnable toy task: positive texts use positive words, negative ones negative words."""
     import random

@@ -6,7 +6,8 @@ import pytest
 
 from stages import iob
 from stages.align import IGNORE, AlignStats, Wrapper, align, continuation_ids, windows_of, word_pieces
-from stages.entities import entity_scores, entity_spans, per_type, split_words, type_confusion
+from stages.entities import entity_scores, entity_spans, per_type, type_confusion
+from stages.wordsplit import split_words
 from stages.tasks.token import sentence_gold, word_predictions
 from stages.params import TokenizeParams
 from stages.align import tokenize_sentences

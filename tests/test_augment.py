@@ -1,6 +1,7 @@
 """Augment: pass-through when off; seeded EDA copies on train only; each operation does its job."""
 
 import random
+import re
 
 import pandas as pd
 import pytest
@@ -111,3 +112,87 @@ def test_off_the_stage_streams_what_the_core_gives(tmp_path, monkeypatch, task):
         for name in ("validation", "test"):
             assert (stage.OUT / f"{name}.parquet").read_bytes() == (stage.IN / f"{name}.parquet").read_bytes()
         assert json.loads(stage.REPORT.read_text()) == want_report and read_labels(stage.OUT) == labels
+
+
+# --- Chinese: swap/delete work on characters; WordNet operations are never applied as noise -----------------------
+
+ZH = "这部电影非常好看，演员的表演很精彩！"
+
+
+def ideographs(text):
+    from stages.wordsplit import CJK
+
+    return CJK.findall(text)
+
+
+@pytest.mark.parametrize("op", ["swap", "delete"])
+def test_swap_and_delete_work_on_the_characters_of_a_chinese_text(op):
+    from collections import Counter
+
+    outs = {augment_text(ZH, op, 0.2, SYN, random.Random(s)) for s in range(20)}
+    for out in outs:  # never a space or a character the text did not have
+        assert " " not in out and not Counter(out) - Counter(ZH), out
+        assert Counter(out) == Counter(ZH) if op == "swap" else out == ZH or len(out) < len(ZH), out
+    assert outs - {ZH}  # a Chinese text is no longer one "word": the operation does something
+
+
+def test_latin_and_digit_runs_stay_whole_in_a_chinese_text():
+    from stages.eda import join_units
+
+    text = "我有2个iPhone手机和3台Mac电脑"
+    for s in range(20):
+        out = augment_text(text, "swap", 0.3, SYN, random.Random(s))
+        assert sorted(out.replace(" ", "")) == sorted(text)
+        assert sorted(re.findall(r"[A-Za-z0-9]+", out)) == ["2", "3", "Mac", "iPhone"], out
+    # a space only where two Latin/digit runs meet, which would otherwise merge into one word
+    assert join_units(["U.S.", "Army", "我", "iPhone", "15", "，", "John", "'s", "书"]) == "U.S. Army我iPhone 15，John's书"
+
+
+def test_english_copies_are_as_they_were():
+    """Golden output of the English-only EDA before Chinese support (same seed): English is split on whitespace,
+    including a text with a few CJK characters (CJK share 2/13, not a Chinese text)."""
+    frame = pd.DataFrame({"text": ["a great film, truly funny", "the plot was dull and slow", "a great 电影 film"],
+                          "label": ["pos", "neg", "pos"]})
+    for mode in ("error", "skip"):
+        out, report = augment(frame, AugmentParams(enabled=True, copies=2, rate=0.3, seed=3, unsupported_text=mode), SYN)
+        assert out["text"].tolist()[3:] == ["a great film, truly comic funny", "a great film, funny truly", "电影 film",
+                                           "a great"]
+        assert report["added"] == {"synonym": 0, "insert": 1, "swap": 1, "delete": 2}
+        assert report["unchanged_skipped"] == 2 and report.get("skipped_unsupported", {}).get("synonym", 0) == 0
+
+
+@pytest.mark.parametrize("op", ["synonym", "insert"])
+def test_wordnet_operations_refuse_a_chinese_text(op):
+    from stages.eda import UnsupportedText
+
+    with pytest.raises(UnsupportedText):
+        augment_text(ZH, op, 0.2, SYN, random.Random(0))
+
+
+def test_a_chinese_text_with_synonym_is_an_error_naming_row_and_share():
+    from stages.io import PipelineError
+
+    frame = pd.DataFrame({"text": ["a great film", "电影很好看"], "label": ["pos", "pos"]})
+    with pytest.raises(PipelineError) as e:  # row 1, English, is augmented; row 2 stops the run
+        augment(frame, AugmentParams(enabled=True, copies=2, operations=["synonym", "insert"]), SYN)
+    msg = str(e.value)
+    assert "\n" not in msg and "train split, row 2:" in msg and "CJK share 1.00" in msg
+    assert "remove synonym, insert from augment.operations" in msg and "augment.unsupported_text: skip" in msg
+
+
+def test_skip_draws_another_operation_and_counts():
+    frame = pd.DataFrame({"text": [ZH, "电影很好看，推荐", "a great film, truly funny"], "label": ["pos"] * 3})
+    p = AugmentParams(enabled=True, copies=8, rate=0.2, unsupported_text="skip")
+    a, report = augment(frame, p, SYN)
+    b, _ = augment(frame, p, SYN)
+    assert a.equals(b)  # seeded as ever
+    skipped = report["skipped_unsupported"]
+    assert skipped["synonym"] + skipped["insert"] > 0 and skipped["swap"] == skipped["delete"] == 0
+    assert report["no_operation_applies"] == 0  # swap/delete always apply
+    assert sum(report["added"].values()) + report["unchanged_skipped"] == 3 * 8
+    for text in a["text"][3:]:
+        if ideographs(text):  # a Chinese copy: only its own characters, never an English word
+            assert " " not in text and not re.search("[A-Za-z]", text)
+    only_wordnet, report = augment(frame, p.model_copy(update={"operations": ["synonym", "insert"]}), SYN)
+    assert report["no_operation_applies"] == 2 * 8 and sum(report["skipped_unsupported"].values()) == 2 * 2 * 8
+    assert len(only_wordnet) == 3 + sum(report["added"].values()) and not any(map(ideographs, only_wordnet["text"][3:]))

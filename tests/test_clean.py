@@ -2,10 +2,13 @@
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from stages.textclean import clean, clean_texts
 from stages.io import PipelineError
 from stages.params import CleanParams
+from stages.textclean import clean, clean_texts
+from stages.wordsplit import CJK
 
 
 def splits(train, validation=None, test=None):
@@ -63,7 +66,7 @@ def test_test_label_unseen_after_cleaning_is_an_error():
 
 
 def test_min_chars():
-    out, report = clean(splits(train=[("ok text", "a"), ("no", "b"), ("yes text", "b")]), CleanParams(min_chars=3))
+    _, report = clean(splits(train=[("ok text", "a"), ("no", "b"), ("yes text", "b")]), CleanParams(min_chars=3))
     assert report["splits"]["train"]["dropped"]["empty"] == 1
 
 
@@ -100,8 +103,8 @@ def test_the_stage_streams_to_what_the_core_gives(tmp_path, monkeypatch, p):
     import pyarrow.parquet as pq
 
     from stages import io
-    from stages.textclean import clean_files
     from stages.io import read_splits, write_splits
+    from stages.textclean import clean_files
 
     data = messy_splits()
     write_splits(data, tmp_path / "raw", ["a", "b"])
@@ -124,8 +127,8 @@ def test_the_stage_streams_to_what_the_core_gives(tmp_path, monkeypatch, p):
 
 def test_a_failing_stage_leaves_no_output(tmp_path, monkeypatch):
     from stages import io
-    from stages.textclean import clean_files
     from stages.io import write_splits
+    from stages.textclean import clean_files
 
     data = messy_splits()
     data["test"].loc[11] = ["a text of its own", "c"]  # unseen in train: found after pass 1 wrote its scratch files
@@ -142,3 +145,77 @@ def test_keys_are_digests_of_the_cleaned_text():
     keys = text_keys(pd.DataFrame({"text": ["same", "same", "Same", "é"], "label": ["a", "b", "a", "a"]}))
     assert keys["key"].map(len).tolist() == [16] * 4 and keys["chars"].tolist() == [4, 4, 4, 1]
     assert keys["key"][0] == keys["key"][1] != keys["key"][2]
+
+
+# --- Chinese (CJK) text: ideographs kept whole and in order, full-width ASCII → half-width, U+3000 is a space -------
+IDEOGRAPHS = st.one_of(st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF),
+                       st.characters(min_codepoint=0x3400, max_codepoint=0x4DBF),
+                       st.characters(min_codepoint=0x20000, max_codepoint=0x2A6DF))
+MARKUP = "<>&＜＞＆"  # HTML's own characters (full-width ones become them under NFKC): tags get their own property
+ASCII = st.sampled_from([chr(c) for c in range(0x20, 0x7F) if chr(c) not in MARKUP])
+FULL_WIDTH = st.sampled_from([chr(c) for c in range(0xFF01, 0xFF5F) if chr(c) not in MARKUP])  # ＡＢＣ１２３，！…
+CJK_TEXT = st.text(st.one_of(IDEOGRAPHS, IDEOGRAPHS, ASCII, FULL_WIDTH, st.sampled_from("\u3000。、「」《》\n\t")),
+                   max_size=40)
+TAGS = st.sampled_from(["<b>", "</b>", "<br />", "<br>", '<a href="x.html">', "</a>", "<p class='c'>", "</p>"])
+
+
+def ideographs(text):
+    return CJK.findall(text)
+
+
+def expected(text):
+    """What clean should give, derived without NFKC: full-width ASCII moved down by 0xFEE0, whitespace (U+3000 too)
+    collapsed to one space."""
+    return " ".join("".join(chr(ord(c) - 0xFEE0) if "\uff01" <= c <= "\uff5e" else c for c in text).split())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(CJK_TEXT, min_size=1, max_size=8))
+def test_clean_keeps_cjk_and_halves_full_width(texts):
+    for p in (CleanParams(), CleanParams(strip_html=False)):
+        out, _ = clean_texts(pd.Series(texts), p)
+        for before, after in zip(texts, out):
+            assert ideographs(after) == ideographs(before)  # none split off, dropped, changed or reordered
+            assert after == expected(before)
+            assert not any("\uff01" <= c <= "\uff5e" or c == "\u3000" for c in after)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(CJK_TEXT, TAGS)))
+def test_html_stripping_keeps_the_cjk_text_around_tags(parts):
+    text = "".join(segment + tag for segment, tag in parts)
+    out, _ = clean_texts(pd.Series([text]), CleanParams())
+    assert ideographs(out[0]) == ideographs(text) and "<" not in out[0]
+
+
+def test_full_width_and_ideographic_space_examples():
+    out, changed = clean_texts(pd.Series(["ＡＢＣ１２３，！好评", "\u3000很\u3000\u3000好\u3000", "<p>我<br/>爱</p>&lt;你&gt;"]),
+                               CleanParams())
+    assert out.tolist() == ["ABC123,!好评", "很 好", "我 爱 <你>"] and changed["unicode_nfkc"] == 2
+    off, _ = clean_texts(pd.Series(["\u3000很\u3000\u3000好\u3000"]), CleanParams(normalize_unicode=False))
+    assert off.tolist() == ["很 好"]  # U+3000 is whitespace without NFKC too
+    # a CJK *compatibility* ideograph (U+F900 block) is canonically equal to a unified one: NFKC maps it there
+    assert clean_texts(pd.Series(["\uf900"]), CleanParams())[0][0] == "\u8c48"
+
+
+def test_full_width_and_half_width_copies_are_one_duplicate():
+    out, report = clean(splits(train=[("ＡＢＣ很好看！", "a"), ("ABC很好看!", "a"), ("很难看", "b")],
+                               validation=[("ＡＢＣ很好看!", "a"), ("还行", "b")],
+                               test=[("ABC\u3000很好看！", "a")]), CleanParams())
+    assert out["train"]["text"].tolist() == ["ABC很好看!", "很难看"]
+    dropped = {s: {k: n for k, n in r["dropped"].items() if n} for s, r in report["splits"].items()}
+    assert dropped == {"train": {"duplicate": 1}, "validation": {"leakage": 1},
+                       "test": {}}  # "ABC 很好看!": the space makes it another text
+
+
+@settings(max_examples=200, deadline=None)
+@given(CJK_TEXT)
+def test_clean_tokens_keeps_single_chinese_characters(text):
+    from stages.sentence_clean import clean_tokens
+
+    tokens = list(text)  # MSRA-style: one character per token
+    out = clean_tokens(tokens)
+    assert len(out) == len(tokens) and ideographs("".join(out)) == ideographs(text)
+    assert all(a == b if CJK.match(b) else a in (expected(b), b) for a, b in zip(out, tokens))
+    assert clean_tokens([*"我在北京", "Ａ", "１", "，", "！", "\u3000", "。"]) == [*"我在北京", "A", "1", ",", "!",
+                                                                             "\u3000", "。"]  # U+3000 alone: kept

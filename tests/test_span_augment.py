@@ -193,3 +193,55 @@ def test_main_augments_train_only_for_the_token_task(tmp_path, monkeypatch):
     assert train["augmented"].sum() > 0 and not train["augmented"].iloc[:3].any()
     assert all(invalid_at(list(g)) is None and len(t) == len(g) for t, g in zip(train["tokens"], train["tags"]))
     assert read_labels(augment_stage.OUT) == labels
+
+
+# --- Chinese sentences (one character per token): synonym follows augment.unsupported_text, mention/shuffle work ---
+
+ZH = pd.DataFrame({
+    "tokens": [list("我在北京工作"), list("张三去了上海"), list("李四住在广州市")],
+    "tags": [["O", "O", "B-LOC", "I-LOC", "O", "O"], ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC"],
+             ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "I-LOC"]],
+})
+
+
+def test_synonym_on_a_chinese_sentence_is_refused():
+    from stages.eda import UnsupportedText
+
+    with pytest.raises(UnsupportedText):
+        augment_sentence(list("我在北京工作"), ["O"] * 6, "synonym", 0.5, SYN, {}, random.Random(0))
+    tokens, tags = ["Great", "film", "很", "好"], ["O"] * 4  # mostly English: WordNet still applies
+    assert augment_sentence(tokens, tags, "synonym", 0.5, SYN, {}, random.Random(0))[0] != tokens
+
+
+def test_a_chinese_sentence_with_synonym_is_an_error_naming_the_row():
+    from stages.io import PipelineError
+
+    frame = pd.concat([TRAIN, ZH], ignore_index=True)  # rows 1-3 English, 4-6 Chinese
+    with pytest.raises(PipelineError, match=r"train split, row 4: .*CJK share 1\.00.*remove synonym from "
+                                            r"augment\.operations, or set augment\.unsupported_text: skip"):
+        augment_sentences(frame, AugmentParams(enabled=True, operations=["synonym"]), SYN)
+
+
+def test_skip_keeps_chinese_copies_free_of_english_and_valid():
+    p = AugmentParams(enabled=True, copies=6, rate=0.3, operations=OPS, unsupported_text="skip")
+    out, report = augment_sentences(ZH, p, SYN)
+    assert report["skipped_unsupported"]["synonym"] > 0 and report["added"]["synonym"] == 0
+    assert report["skipped_unsupported"]["mention"] == report["skipped_unsupported"]["shuffle"] == 0
+    assert sum(report["added"].values()) + report["unchanged_skipped"] == 3 * 6 and report["rows_out"] == len(out)
+    for tokens, tags in zip(out["tokens"], out["tags"]):
+        assert invalid_at(list(tags)) is None and len(tokens) == len(tags)
+        assert all(len(t) == 1 and "\u4e00" <= t <= "\u9fff" for t in tokens)  # characters, no English word
+
+
+def test_mention_and_shuffle_work_on_chinese_sentences():
+    pool = mention_pool([(list(t), list(g)) for t, g in zip(ZH["tokens"], ZH["tags"])])
+    assert pool["LOC"] == [tuple("北京"), tuple("上海"), tuple("广州市")]
+    tokens, tags = list(ZH["tokens"][0]), list(ZH["tags"][0])
+    seen = {"".join(replace_mentions(tokens, tags, 0.5, pool, random.Random(s))[0]) for s in range(30)}
+    assert seen == {"我在上海工作", "我在广州市工作"}
+    new_tags = replace_mentions(tokens, tags, 0.5, pool, random.Random(0))[1]
+    assert new_tags[2:-2] == ["B-LOC"] + ["I-LOC"] * (len(new_tags) - 5) and invalid_at(new_tags) is None
+    for s in range(20):
+        shuffled, same_tags = shuffle_segments(tokens, tags, 0.5, random.Random(s))
+        assert same_tags == tags and shuffled != tokens
+        assert all(sorted(shuffled[a:b]) == sorted(tokens[a:b]) for a, b in mentions_and_o_runs(tags))

@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from stages.align import IGNORE, tokenize_sentences
-from stages.entities import entity_counts, entity_scores, entity_spans, micro_f1, per_type, split_words, type_confusion
+from stages.entities import entity_counts, entity_scores, entity_spans, micro_f1, per_type, type_confusion
 from stages.io import read_splits, write_splits
 from stages.iob import OUTSIDE
 from stages.params import AugmentParams, CleanParams, FinetuneParams, IngestParams, TokenizeParams
 from stages.sentence_clean import clean_sentences
 from stages.sentences import ingest_sentences, read_sentences, sentence_labels
 from stages.tasks.base import EvalInputs, Evaluation, Ingested, Task
+from stages.wordsplit import choose_rule, split_words
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -125,7 +126,11 @@ class TokenClassification(Task):
         return augment_sentences(train, p, synonyms)
 
     def tokenize(self, in_dir: Path, tokenizer, labels: list[str], p: TokenizeParams, scratch: Path):
-        return tokenize_sentences(read_splits(in_dir), tokenizer, labels, p)
+        """Also decides how serving splits raw text into words (tokenize.word_split, or as the train split was)."""
+        splits = read_splits(in_dir)
+        dd, report = tokenize_sentences(splits, tokenizer, labels, p)
+        rule, report["word_split"], warnings = choose_rule(splits["train"]["tokens"], p.word_split)
+        return dd, report | {"serving": {"word_split": rule}, "warnings": warnings}
 
     def train_rows(self, split) -> tuple[list[list[int]], list]:
         # a window whose words all lack sub-tokens carries no label: nothing to learn from it
@@ -172,7 +177,8 @@ class TokenClassification(Task):
     def predictor(self, path: Path, meta: dict):
         """Raw texts in; per text, a list of entity spans out: {"type", "start", "end", "text", "score"} with
         character offsets into the input text (end exclusive) and score = the mean probability of the span's word
-        tags. Nothing is truncated, so there is no `truncated` column: a text longer than the model's window is cut
+        tags. Raw text splits into words by the rule the training data was split by (pipeline.json's word_split,
+        stages.wordsplit: Chinese one character per word). Nothing is truncated, so there is no `truncated` column: a text longer than the model's window is cut
         into windows between words, as in training, and every word gets a tag; a single word longer than a whole window
         (max_length minus the special tokens, in sub-tokens: a long URL) is tagged from its first sub-tokens, and its
         span still covers the whole word. An empty text has no words, so no entities."""
@@ -184,7 +190,7 @@ class TokenClassification(Task):
         labels, wrap = meta["labels"], Wrapper.of(tokenizer)
 
         def predict(texts: list[str]) -> list[list[dict]]:
-            words = [split_words(t) for t in texts]
+            words = [split_words(t, meta.get("word_split", "words")) for t in texts]  # as train was split
             budget, stats, windows = meta["max_length"] - wrap.n_special, AlignStats(), []
             for i, pieces in enumerate(word_pieces(tokenizer, [[w for w, _, _ in ws] for ws in words]) if texts else []):
                 windows.extend(align(pieces, None, i, budget, wrap, None, stats))
