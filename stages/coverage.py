@@ -80,7 +80,7 @@ def check_coverage(splits: dict[str, dict], p: TokenizeParams, model: str) -> li
     cjk = sum(n for ch, n in c["top_unknown_chars"] if CJK.match(ch)) > sum(n for _, n in c["top_unknown_chars"]) / 2
     pick = "e.g. model.name: bert-base-chinese for Chinese" if cjk else "e.g. a multilingual one"
     if c["unk_share"] > p.max_unk_share:
-        raise PipelineError(f"tokenize: {said}: model {model} does not cover this text; pick a model whose vocabulary "
+        raise PipelineError(f"{said}: model {model} does not cover this text; pick a model whose vocabulary "
                             f"does ({pick}), or raise tokenize.max_unk_share (now {p.max_unk_share}) on purpose")
     return [f"{_percent(s['unk_share'])} of the {name} split's tokens are [UNK] (tokenize.warn_unk_share: "
             f"{p.warn_unk_share}); see reports/tokenize.json for the characters" for name, s in shares.items()
