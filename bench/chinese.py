@@ -15,13 +15,11 @@ the default job at Chinese text gets, measured.
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import yaml
 
-from bench.common import command_line, finish, machine_info, project_args, repro_in_clone
+from bench.common import command_line, finish, machine_info, project_args, repro, repro_in_clone
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "chinese"
@@ -54,18 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     params["tokenize"]["max_unk_share"] = 1.0
     params["evaluate"]["baselines"] = ["majority", "frozen_probe", "tfidf"]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    t0 = time.perf_counter()
-    proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
-    with open(args.out.with_suffix(".log"), "a") as log:
-        log.write(proc.stdout + proc.stderr)
+    proc, overridden_wall = repro(root, env, args.out.with_suffix(".log"), append=True)
     if proc.returncode:
-        print(proc.stdout[-3000:], proc.stderr[-3000:])
         return proc.returncode
     read = lambda name: json.loads((root / name).read_text())  # noqa: E731
     tokenize, metrics = read("reports/tokenize.json"), read("reports/metrics.json")
     result = {"command": command_line("bench.chinese", argv), "commit": commit, "params": params,
               "stop": {"message": stop[0].strip(), "seconds_to_stop": round(wall, 1)},
-              "overridden": {"dvc_repro_seconds": round(time.perf_counter() - t0, 1),
+              "overridden": {"dvc_repro_seconds": round(overridden_wall, 1),
                              "coverage": {n: s["coverage"] for n, s in tokenize["splits"].items()},
                              "warnings": tokenize["warnings"], "train": read("reports/train.json"),
                              "test": metrics["test"], "baselines": metrics["baselines"],

@@ -160,11 +160,19 @@ def repro_in_clone(repo: Path, prefix: str, files: dict[str, str], params: dict,
     for name, text in files.items():
         (root / name).write_text(text, encoding="utf-8")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc, wall = repro(root, env, log)
+    return tmp, root, commit, env, proc, wall
+
+
+def repro(root: Path, env: dict, log: Path, append: bool = False):
+    """`dvc repro` in `root`; its output written (or appended) to `log`, its tail printed if it fails. Returns (proc,
+    wall seconds)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    log.write_text(proc.stdout + proc.stderr)
+    with open(log, "a" if append else "w") as f:
+        f.write(proc.stdout + proc.stderr)
     if proc.returncode:
         print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-    return tmp, root, commit, env, proc, wall
+    return proc, wall

@@ -52,12 +52,12 @@ class Coverage:
     def report(self) -> dict:
         chars = {c: n for c, n in self.chars.items() if _counted(c)}
         total = sum(chars.values())
-        unknown = sorted(((n, c) for c in self.unknown_chars(sorted(chars)) for n in [chars[c]]), reverse=True)
-        n_unknown = sum(n for n, _ in unknown)
+        unknown = sorted(self.unknown_chars(sorted(chars)), key=lambda c: (chars[c], c), reverse=True)
+        n_unknown = sum(chars[c] for c in unknown)
         return {"tokens": self.tokens, "unk_tokens": self.unk, "unk_share": round(self.unk / self.tokens, 4)
                 if self.tokens else 0.0, "chars": total,
                 "unknown_char_share": round(n_unknown / total, 4) if total else 0.0,
-                "top_unknown_chars": [[c, n] for n, c in unknown[:TOP]],
+                "top_unknown_chars": [[c, chars[c]] for c in unknown[:TOP]],
                 "tokens_per_char": round(self.tokens / total, 3) if total else 0.0}
 
 

@@ -54,8 +54,6 @@ def as_texts(model_input, allow_empty: bool = False) -> list[str]:
     not another column (an id), not the string form of a list, None or a number; nor an empty text unless the task
     has an honest answer for it (`allow_empty`: NER finds no entities; a classifier would invent a label). No texts
     (an empty DataFrame) give no predictions: an empty batch is not an error, a batch job need not special-case it."""
-    import pandas as pd
-
     if isinstance(model_input, str):
         model_input = [model_input]
     elif isinstance(model_input, dict):

@@ -44,11 +44,17 @@ def ensure_store(uri: str) -> None:
         client.search_registered_models(max_results=1)  # registry tables
 
 
+def _store() -> str:
+    """The tracking URI, its store created if need be."""
+    uri = tracking_uri()
+    ensure_store(uri)
+    return uri
+
+
 def _mlflow():
     import mlflow
 
-    uri = tracking_uri()
-    ensure_store(uri)
+    uri = _store()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return mlflow
@@ -139,8 +145,7 @@ def log_dict(obj: dict, path: str) -> None:
 def client():
     from mlflow import MlflowClient
 
-    uri = tracking_uri()
-    ensure_store(uri)
+    uri = _store()
     return MlflowClient(uri, registry_uri=uri)
 
 
