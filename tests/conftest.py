@@ -27,19 +27,23 @@ def packaged_tokenizer():
     return load_tokenizer(PACKAGED_MODEL)
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, packaged_tokenizer) -> Path:
-    """A randomly initialised 2-layer, 32-wide BERT with the packaged WordPiece tokenizer (seconds, no download)."""
+def tiny_bert(out: Path, tokenizer, vocab_size: int) -> Path:
+    """A randomly initialised (seed 0) 2-layer, 32-wide BERT saved with `tokenizer` into `out` (seconds, no download)."""
     import torch
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(vocab_size=packaged_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
     BertModel(config).save_pretrained(out)
-    packaged_tokenizer.save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, packaged_tokenizer) -> Path:
+    """A tiny random BERT with the packaged WordPiece tokenizer."""
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"), packaged_tokenizer, packaged_tokenizer.vocab_size)
 
 
 CHINESE_VOCAB = ROOT / "tests" / "data" / "bert-base-chinese-vocab.txt"
@@ -56,19 +60,10 @@ def chinese_tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny_chinese_model_dir(tmp_path_factory, chinese_tokenizer) -> Path:
-    """A randomly initialised 2-layer, 32-wide BERT over bert-base-chinese's real vocabulary: what an offline test can
-    build of the model an online user names with `model.name: bert-base-chinese`."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-bert-chinese")
+    """A tiny random BERT over bert-base-chinese's real vocabulary: what an offline test can build of the model an
+    online user names with `model.name: bert-base-chinese`."""
     vocab_size = max(chinese_tokenizer.get_vocab().values()) + 1  # 21,128: the file repeats a few entries
-    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(out)
-    chinese_tokenizer.save_pretrained(out)
-    return out
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert-chinese"), chinese_tokenizer, vocab_size)
 
 
 def sentiment_rows(n: int, seed: int = 0) -> list[dict]:
@@ -87,6 +82,15 @@ def sentiment_rows(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+def update_params(root: Path, params: dict) -> None:
+    """Merge `params` into root/params.yaml: a section given as a dict updates that section's keys, anything else
+    replaces the value."""
+    base = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in params.items():
+        base[section] = {**base[section], **values} if isinstance(values, dict) else values
+    (root / "params.yaml").write_text(yaml.safe_dump(base, sort_keys=False, allow_unicode=True))
+
+
 def make_project(dest: Path, params: dict | None = None) -> Path:
     """Copy the project (code, dvc.yaml, params.yaml) into `dest`, git-init it, and merge `params`."""
     for name in PROJECT_FILES:
@@ -96,10 +100,7 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dest / name)
-    base = yaml.safe_load((dest / "params.yaml").read_text())
-    for section, values in (params or {}).items():
-        base[section] = {**base[section], **values} if isinstance(values, dict) else values
-    (dest / "params.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    update_params(dest, params or {})
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
@@ -119,10 +120,21 @@ def write_reviews(path: Path, n: int) -> None:
 
 def project_env() -> dict[str, str]:
     """The environment a stage sees: this interpreter's bin first (dvc's `python`), no outside MLflow URI."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    # mlflow.set_tracking_uri/set_registry_uri export MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI: a test that logged
+    # in-process (test_serving) would otherwise send every later project's stages to its store
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = ""
     return env
+
+
+def store_client(root: Path):
+    """An MlflowClient on a project's own SQLite store, for runs and registry alike (the registry URI is named: an
+    in-process test may have exported another one in MLFLOW_REGISTRY_URI)."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return MlflowClient(uri, registry_uri=uri)
 
 
 def run_in(cwd: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.conftest import SHARED_CHINESE, make_project, run_in
+from tests.conftest import SHARED_CHINESE, make_project, run_in, store_client, update_params
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not SHARED_CHINESE.exists(),
                                                   reason=f"the Chinese data sets are not on this machine ({SHARED_CHINESE})")]
@@ -23,12 +22,6 @@ FAST = {"finetune": {"epochs": 3, "batch_size": 16, "learning_rate": 2e-3, "log_
 
 def read(root: Path, name: str):
     return json.loads((root / name).read_text())
-
-
-def set_params(root: Path, section: str, values: dict) -> None:
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params[section] |= values
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
 
 
 def msra_slice(path: Path, sentences: int) -> None:
@@ -56,7 +49,7 @@ def sentiment(tmp_path_factory, tiny_chinese_model_dir):
     failed = run_in(root, "dvc", "repro", check=False)
     partial = [name for name in ("data/tokenized", "reports/tokenize.json") if (root / name).exists()]
     run_in(root, "git", "add", "-A")  # what the good run then changes is only the model
-    set_params(root, "model", {"name": str(tiny_chinese_model_dir)})
+    update_params(root, {"model": {"name": str(tiny_chinese_model_dir)}})
     run_in(root, "dvc", "repro")
     return root, failed, partial
 
@@ -119,9 +112,7 @@ def test_msra_through_every_stage_splits_serving_by_characters(ner):
     assert read(ner, "models/finetuned/pipeline.json")["word_split"] == "chars"
     metrics = read(ner, "reports/metrics.json")
     assert set(metrics["per_class"]) == {"LOC", "ORG", "PER"} and metrics["test"]["f1"] > 0.05  # majority: 0
-    from mlflow import MlflowClient
-
-    run = MlflowClient(f"sqlite:///{ner / 'mlflow.db'}").get_run(read(ner, "reports/mlflow_run.json")["run_id"])
+    run = store_client(ner).get_run(read(ner, "reports/mlflow_run.json")["run_id"])
     assert run.data.tags["serving.word_split"] == "chars" and float(run.data.tags["tokenize.unk_share.train"]) < 0.01
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import make_project, run_in, write_reviews
+from tests.conftest import make_project, run_in, store_client, write_reviews
 
 pytestmark = pytest.mark.e2e
 TINY = {"finetune": {"epochs": 4, "batch_size": 16, "learning_rate": 3e-3, "log_every_steps": 5},
@@ -27,12 +27,6 @@ def project(tmp_path_factory, tiny_model_dir):
     (root.parent / "repro.log").write_text(proc.stdout + proc.stderr)
     (root.parent / "first.lock").write_text((root / "dvc.lock").read_text())  # before exp run changes it
     return root
-
-
-def mlflow_client(root: Path):
-    from mlflow import MlflowClient
-
-    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
 
 
 def test_artifacts(project):
@@ -57,7 +51,7 @@ def test_artifacts(project):
 
 
 def test_one_mlflow_run_holds_everything(project):
-    client = mlflow_client(project)
+    client = store_client(project)
     exp = client.get_experiment_by_name("nlp-transfer")
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1
@@ -154,7 +148,7 @@ def test_exp_run_reruns_only_training_stages(project):
     out = proc.stdout
     ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
     assert ran == ["finetune", "evaluate", "register"]
-    client = mlflow_client(project)
+    client = store_client(project)
     assert len(client.search_runs([client.get_experiment_by_name("nlp-transfer").experiment_id])) == 2
     assert str(client.get_model_version_by_alias("toy", "challenger").version) == "2"
     register = json.loads((project / "reports/register.json").read_text())
@@ -191,7 +185,7 @@ def test_flow_matches_dvc_repro(project, tmp_path_factory, tiny_model_dir, monke
     assert [r["stage"] for r in result["stages"]] == ["ingest", "clean", "augment", "tokenize", "finetune", "evaluate", "register"]
     assert "up to date" in run_in(other, "dvc", "status").stdout
     assert lock_outs(other / "dvc.lock") == lock_outs(project.parent / "first.lock")  # same bytes as dvc repro made
-    run = mlflow_client(other).search_runs([mlflow_client(other).get_experiment_by_name("nlp-transfer").experiment_id])[0]
+    run = store_client(other).search_runs([store_client(other).get_experiment_by_name("nlp-transfer").experiment_id])[0]
     assert run.data.tags["prefect.flow_run_id"]
     again = _build_flow()(only_if_changed=True)
     assert again == {"ran": False, "stages": []}

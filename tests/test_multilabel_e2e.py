@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_project, project_env, run_in
+from tests.conftest import make_project, project_env, run_in, store_client
 
 pytestmark = pytest.mark.e2e
 GENRES = ["action", "comedy", "drama"]
@@ -103,9 +103,7 @@ def test_pyfunc_returns_label_sets_in_another_process(project):
 
 
 def test_mlflow_run_and_registry(project):
-    from mlflow import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    client = store_client(project)
     run = client.search_runs([client.get_experiment_by_name("nlp-transfer").experiment_id])[0]
     assert {"test_f1_macro", "test_hamming_loss", "baseline_frozen_probe_f1_macro"} <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "val_f1_macro")) >= 2

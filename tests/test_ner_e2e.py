@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_project, run_in
+from tests.conftest import make_project, run_in, store_client
 
 pytestmark = pytest.mark.e2e
 FIRST, LAST = ["Alice", "Bruno", "Chen", "Dana", "Emil"], ["Smith", "Okafor", "Lindqvist", "Moreau"]
@@ -112,9 +112,7 @@ print(json.dumps(m.predict(['Alice Smith visited Paris yesterday.', long, ''])))
 
 
 def test_mlflow_run_has_entity_metrics(project):
-    from mlflow import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    client = store_client(project)
     run_id = read(project, "reports/mlflow_run.json")["run_id"]
     run = client.get_run(run_id)
     assert run.data.params["task"] == "token_classification"
