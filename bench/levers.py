@@ -27,7 +27,7 @@ LEVERS = [("fp32, random batches, foreach AdamW", dict(group_by_length=False, pr
           ("+ bf16 autocast (the default here)", dict(group_by_length=True, precision="bf16"), True)]
 
 
-def one(model_state, labels, seqs, targets, overrides: dict, fused: bool) -> dict:
+def one(model_state, labels, rows, overrides: dict, fused: bool) -> dict:
     import torch
 
     from stages.params import FinetuneParams
@@ -39,7 +39,7 @@ def one(model_state, labels, seqs, targets, overrides: dict, fused: bool) -> dic
     p = FinetuneParams(epochs=1, seed=42, **overrides)
     adamw = torch.optim.AdamW
     with mock.patch.object(torch.optim, "AdamW", lambda *a, **k: adamw(*a, **(k | {"fused": fused or None}))):
-        summary = train(model, seqs, targets, task.collate, lambda m, d: {"accuracy": 0.0}, p, "accuracy", 0, torch.device("cpu")).summary
+        summary = train(model, rows, task.collate, lambda m, d: {"accuracy": 0.0}, p, "accuracy", 0, torch.device("cpu")).summary
     return {k: summary[k] for k in ("train_samples_per_s", "train_real_tokens_per_s", "padding_share", "precision")}
 
 
@@ -57,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     from stages.params import PACKAGED_MODEL
 
     rows, rounds = (320, 1) if args.quick else (args.rows, args.rounds)
-    seqs, targets, labels = train_slice(args.data, rows)
+    data, labels = train_slice(args.data, rows)
     load, runs = os.getloadavg(), {name: [] for name, _, _ in LEVERS}
     for r in range(rounds):
         for name, overrides, fused in LEVERS:
-            runs[name].append(one(PACKAGED_MODEL, labels, seqs, targets, overrides, fused))
+            runs[name].append(one(PACKAGED_MODEL, labels, data, overrides, fused))
             print(f"round {r + 1} {name}: {runs[name][-1]['train_samples_per_s']:.1f} samples/s", flush=True)
     table = {name: {"samples_per_s": statistics.median(x["train_samples_per_s"] for x in rs),
                     "real_tokens_per_s": statistics.median(x["train_real_tokens_per_s"] for x in rs),

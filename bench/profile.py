@@ -25,15 +25,16 @@ GROUPS = [  # (group, operator names): the first group an operator's name matche
 ]
 
 
-def train_slice(data: Path, rows: int) -> tuple[list[list[int]], list[int], list[str]]:
-    """A seeded random slice of the tokenized train split (the real length mix) and the label names."""
+def train_slice(data: Path, rows: int):
+    """A seeded random slice of the tokenized train split (the real length mix; a datasets.Dataset, as the training
+    loop reads it) and the label names."""
     import datasets
     import numpy as np
 
     train = datasets.load_from_disk(str(data))["train"]
     pick = np.random.default_rng(0).permutation(len(train))[:rows]
     labels = json.loads((data / "labels.json").read_text())["names"]
-    return [list(train[int(i)]["input_ids"]) for i in pick], [int(train[int(i)]["label"]) for i in pick], labels
+    return train.select(pick, keep_in_memory=True), labels
 
 
 def group_of(name: str) -> str:
@@ -57,30 +58,30 @@ def main(argv: list[str] | None = None) -> int:
     from stages.tasks import get
     from stages.training import train
 
-    seqs, targets, labels = train_slice(args.data, 128 if args.quick else args.rows)
+    rows, labels = train_slice(args.data, 128 if args.quick else args.rows)
     p = FinetuneParams(epochs=1, seed=42)
     no_validation = lambda m, d: {"accuracy": 0.0}  # noqa: E731
     task = get("sequence_classification")
     warm = task.load_model(PACKAGED_MODEL, labels)  # one short run first: thread pools, allocator, oneDNN kernels
-    train(warm, seqs[:64], targets[:64], task.collate, no_validation, p, "accuracy", 0, torch.device("cpu"))
+    train(warm, rows.select(range(64)), task.collate, no_validation, p, "accuracy", 0, torch.device("cpu"))
     model = task.load_model(PACKAGED_MODEL, labels)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        summary = train(model, seqs, targets, task.collate, no_validation, p, "accuracy", 0, torch.device("cpu")).summary
+        summary = train(model, rows, task.collate, no_validation, p, "accuracy", 0, torch.device("cpu")).summary
     ops = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in ops)
     groups: dict[str, float] = {}
     for e in ops:
         groups[group_of(e.key)] = groups.get(group_of(e.key), 0.0) + e.self_cpu_time_total
     shares = {g: round(t / total, 4) for g, t in sorted(groups.items(), key=lambda kv: -kv[1])}
-    top = [{"op": e.key, "self_ms_per_batch": round(e.self_cpu_time_total / 1e3 / (len(seqs) / p.batch_size), 2),
-            "calls_per_batch": round(e.count / (len(seqs) / p.batch_size), 1)}
+    top = [{"op": e.key, "self_ms_per_batch": round(e.self_cpu_time_total / 1e3 / (len(rows) / p.batch_size), 2),
+            "calls_per_batch": round(e.count / (len(rows) / p.batch_size), 1)}
            for e in sorted(ops, key=lambda e: -e.self_cpu_time_total)[:15]]
-    markdown = [f"### Profile of the default training step (torch profiler, {len(seqs)} rows, {summary['precision']}, "
+    markdown = [f"### Profile of the default training step (torch profiler, {len(rows)} rows, {summary['precision']}, "
                 f"{summary['train_samples_per_s']:.0f} samples/s under the profiler)", "",
                 "| where the self time goes | share |", "|---|---|"]
     markdown += [f"| {g} | {s:.1%} |" for g, s in shares.items()]
     result = {"benchmark": "profile", "command": command_line("bench.profile", argv),
-              "rows": len(seqs), "summary": summary, "shares": shares, "top_ops": top, "markdown": markdown,
+              "rows": len(rows), "summary": summary, "shares": shares, "top_ops": top, "markdown": markdown,
               "loadavg": os.getloadavg(), "machine": machine_info()}
     write_result(args.out, result)
     print("\n".join(markdown))

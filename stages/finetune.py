@@ -15,11 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from stages import lineage, tasks, tracking
+from stages.checkpoints import Checkpoints, inputs_key
 from stages.io import PipelineError, atomic_dir, read_json, write_json
+from stages.launch import distributed_state, relaunch
 from stages.modeling import load_tokenizer, pick_device
 from stages.params import FinetuneParams
 from stages.tasks.base import Task
-from stages.training import Callbacks, TrainResult, train
+from stages.training import Callbacks, NoCallbacks, TrainResult, train
 
 IN, OUT, TEXTS = Path("data/tokenized"), Path("models/finetuned"), Path("data/augmented")  # TEXTS: what was tokenized
 SUMMARY, CURVES, STEPS = Path("reports/train.json"), Path("reports/train_curves.csv"), Path("reports/train_steps.csv")
@@ -36,13 +38,22 @@ class Finetuned:
 
 
 def finetune(task: Task, model, dd, labels: list[str], p: FinetuneParams, pad_id: int, device,
-             callbacks: Callbacks) -> Finetuned:
+             callbacks: Callbacks, checkpoints: Checkpoints | None = None) -> Finetuned:
     """Pure core: train `model` in place on dd['train'], choosing the epoch on dd['validation']."""
-    seqs, targets = task.train_rows(dd["train"])
     validate = task.validator(dd["validation"], labels, p, pad_id, device)
     metric = task.metric(p.best_metric)
-    result = train(model, seqs, targets, task.collate, validate, p, metric, pad_id, device, callbacks)
+    result = train(model, task.train_rows(dd["train"]), task.collate, validate, p, metric, pad_id, device, callbacks,
+                   checkpoints)
     return Finetuned(result, metric, task.model_extras(model, dd["validation"], labels, p, pad_id, device))
+
+
+def checkpoints_for(params, p: FinetuneParams) -> Checkpoints:
+    """This run's checkpoint folder: keyed by the tokenized data's bytes, the model and every param that shapes the
+    weights (not where or how often checkpoints go, nor logging), so a resume only ever continues the same run."""
+    shaping = {"model": params.model.name, "task": params.task} | p.model_dump(
+        mode="json", exclude={"checkpoint_every_steps", "keep_checkpoints", "checkpoint_dir", "log_every_steps"})
+    return Checkpoints(Path(p.checkpoint_dir) / "finetune" / inputs_key(IN, shaping), p.checkpoint_every_steps,
+                       p.keep_checkpoints)
 
 
 def data_tags(settings: dict) -> dict[str, str]:
@@ -59,26 +70,40 @@ def main() -> None:
 
     params, task = tasks.load()
     p = params.finetune
+    if (status := relaunch("stages.finetune", p.num_processes)) is not None:
+        if status:
+            raise PipelineError(f"finetune.num_processes {p.num_processes}: a process exited with status {status}")
+        return
     if not (IN / "dataset_dict.json").exists():
         raise PipelineError(f"{IN}: no tokenized data (run dvc repro tokenize)")
+    pick_device(p.device)  # a one-line error when CUDA is asked for and missing
+    state = distributed_state(p.device)
+    if p.batch_size % state.num_processes:
+        raise PipelineError(f"finetune.batch_size {p.batch_size}: not divisible by the {state.num_processes} "
+                            "processes (each trains on an equal share of the global batch)")
     dd = datasets.load_from_disk(str(IN))
     labels = read_json(IN / "labels.json")["names"]
     settings = read_json(IN / "settings.json")
     task.require_same(settings.get("task"), f"{IN}: tokenized data", "run dvc repro")
-    device = pick_device(p.device)
+    device, main = state.device, state.is_main_process
     set_seed(p.seed)  # before the model: the new head's initial weights come from this seed
     tokenizer = load_tokenizer(params.model.name)
     model = task.load_model(params.model.name, labels)
-    log.info("%s on %s: %d train, %d validation rows, %d labels", params.model.name, device,
-             len(dd["train"]), len(dd["validation"]), len(labels))
+    log.info("%s on %s x %d: %d train, %d validation rows, %d labels", params.model.name, device,
+             state.num_processes, len(dd["train"]), len(dd["validation"]), len(labels))
+    checkpoints = checkpoints_for(params, p)
     run_id = tracking.start_run(params.tracking.experiment, params.model_dump(mode="json"),
-                                lineage.run_name(params.model.name, task.name))
+                                lineage.run_name(params.model.name, task.name)) if main else None
     try:
-        tracking.log_datasets(TEXTS, {"train": "training", "validation": "validation", "test": "test"},
-                              params.ingest.source)
-        tracking.set_tags(data_tags(settings))
-        out = finetune(task, model, dd, labels, p, tokenizer.pad_token_id, device, tracking.EpochLogger())
+        if main:
+            tracking.log_datasets(TEXTS, {"train": "training", "validation": "validation", "test": "test"},
+                                  params.ingest.source)
+            tracking.set_tags(data_tags(settings))
+        out = finetune(task, model, dd, labels, p, tokenizer.pad_token_id, device,
+                       tracking.EpochLogger() if main else NoCallbacks(), checkpoints)
         result = out.result
+        if not main:  # only the first process writes outputs, reports and the MLflow run
+            return
         with atomic_dir(OUT) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -86,6 +111,8 @@ def main() -> None:
                                              "base_model": params.model.name, "torch": torch.__version__}
                        | settings.get("serving", {}) | out.extras)
         summary = result.summary | {"device": str(device), "stopped_early": result.stopped_early}
+        if result.summary["resumed_from_step"]:
+            tracking.set_tags({"finetune.resumed_from_step": str(result.summary["resumed_from_step"])})
         pd.DataFrame(result.history).to_csv(CURVES, index=False)
         pd.DataFrame(result.steps).to_csv(STEPS, index=False)
         write_json(SUMMARY, summary)
@@ -96,8 +123,11 @@ def main() -> None:
                                "reports")
         tracking.save_run_file(run_id)
     except BaseException:
-        tracking.end_run("FAILED")
+        if main:
+            tracking.end_run("FAILED")
         raise
+    finally:
+        state.destroy_process_group()
     tracking.end_run()
     log.info("best epoch %d (val %s %.4f), %.1f samples/s, padding %.1f%%, run %s", result.best_epoch,
              out.metric, result.best_value, summary["train_samples_per_s"], 100 * summary["padding_share"], run_id)

@@ -125,14 +125,23 @@ def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
-def sorted_batches(seqs: list[list[int]], batch_size: int, pad_id: int, device: torch.device, what: str | None = None):
-    """Yield (row indices, ids, mask) over length-sorted inputs, so each batch pads little. A named pass (`what`) logs
-    a line when it starts and one a minute while it runs."""
+def shard() -> tuple[int, int]:
+    """(this process's rank, number of processes) when training data-parallel (torchrun, accelerate launch), else (0, 1)."""
+    import torch.distributed as dist
+
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+def sorted_batches(seqs: list[list[int]], batch_size: int, pad_id: int, device: torch.device, what: str | None = None,
+                   part: tuple[int, int] = (0, 1)):
+    """Yield (row indices, ids, mask) over length-sorted inputs, so each batch pads little; with `part` (rank, N) only
+    every N-th batch from the rank-th. A named pass (`what`) logs a line when it starts and one a minute while it runs."""
     order = np.argsort([len(s) for s in seqs], kind="stable")
     t0 = last = time.monotonic()
     if what:
         log.info("%s: %d rows", what, len(seqs))
-    for start in range(0, len(seqs), batch_size):
+    rank, n = part
+    for start in range(rank * batch_size, len(seqs), n * batch_size):
         idx = order[start : start + batch_size]
         ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
         yield idx, ids.to(device), mask.to(device)
@@ -148,18 +157,28 @@ def run_model(model, seqs: list[list[int]], batch_size: int, pad_id: int, device
     """(logits in input order, loss) over length-sorted batches in eval mode. Logits: one (labels,) row per input, or
     with `per_token` one (its length, labels) array per input. With `targets` and `collate(targets, idx, width)` the
     model computes its own loss per batch, and `loss` is their mean weighted by labelled units (rows, or positions
-    that are not IGNORE); else it is None. `what` names the pass in the log (sorted_batches)."""
+    that are not IGNORE); else it is None. `what` names the pass in the log (sorted_batches). Under data-parallel
+    training each process runs its share of the batches and all get every row's logits (gathered)."""
     model.eval()
     out = [np.empty(0)] * len(seqs) if per_token else np.zeros((len(seqs), model.config.num_labels), np.float32)
     total = units = 0.0
-    for idx, ids, mask in sorted_batches(seqs, batch_size, pad_id, device, what):
+    part, mine = shard(), []
+    for idx, ids, mask in sorted_batches(seqs, batch_size, pad_id, device, what, part):
         labels = None if targets is None else collate(targets, idx, ids.shape[1]).to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             res = model(input_ids=ids, attention_mask=mask, labels=labels)
         logits = res.logits.float().cpu().numpy()
         if labels is not None:
-            n = labels.numel() if labels.is_floating_point() else int((labels != -100).sum())
-            total, units = total + res.loss.item() * n, units + n
+            k = labels.numel() if labels.is_floating_point() else int((labels != -100).sum())
+            total, units = total + res.loss.item() * k, units + k
+        mine.append((idx, logits))
+    if part[1] > 1:
+        import torch.distributed as dist
+
+        parts = [None] * part[1]
+        dist.all_gather_object(parts, (mine, total, units))
+        mine, total, units = [b for m, _, _ in parts for b in m], sum(p[1] for p in parts), sum(p[2] for p in parts)
+    for idx, logits in mine:
         if per_token:
             for row, i in enumerate(idx):
                 out[i] = logits[row, : len(seqs[i])]

@@ -100,6 +100,7 @@ class FinetuneParams(Strict):
     batch_size: int = Field(32, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     epochs: int = Field(3, ge=1)
+    max_steps: int = Field(0, ge=0)  # stop after this many optimizer steps (0: no limit; smoke runs, benchmarks)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -112,6 +113,12 @@ class FinetuneParams(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else fp32
     log_every_steps: int = Field(50, ge=1)
+    # data-parallel processes on this machine (the stage starts them with torchrun); under torchrun/accelerate launch
+    # the launcher's count wins. batch_size stays the global batch: each process trains on batch_size / N of it.
+    num_processes: int = Field(1, ge=1)
+    checkpoint_every_steps: int = Field(100, ge=0)  # optimizer steps between checkpoints (0: only at epoch ends)
+    keep_checkpoints: bool = False  # keep them after a successful run (else removed)
+    checkpoint_dir: str = ".checkpoints"  # outside the DVC outputs; a subfolder per set of inputs (data + params)
     # multi-label: per_label / global thresholds tuned on validation (max F1), or one fixed probability for every label
     threshold: Literal["per_label", "global"] | float = "per_label"
 

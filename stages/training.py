@@ -1,24 +1,26 @@
-"""The fine-tuning loop: length-grouped dynamic batches, AdamW + linear warmup/decay, per-epoch
-validation, best-epoch restore and early stopping. Pure: tracking arrives as callbacks."""
+"""The fine-tuning loop on Hugging Face `accelerate`: one CPU, N processes (`torchrun`, `accelerate launch`: DDP, and
+FSDP/DeepSpeed through accelerate's config), mixed precision, checkpoints with `save_state`/`load_state`. Around it,
+what the pipeline adds: length-grouped batches read from Arrow (stages.trainrows), AdamW + linear warmup/decay,
+per-epoch validation on the whole split (sharded across processes, gathered), best-epoch restore, early stopping,
+resume from the newest whole checkpoint. Pure: tracking arrives as callbacks, checkpoints as an object."""
 
 from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from stages.modeling import autocast_dtype, pad_batch
+from stages.checkpoints import Checkpoints
+from stages.modeling import autocast_dtype
 from stages.params import FinetuneParams
+from stages.progress import Progress
+from stages.trainrows import loader
 
-MEGA_BATCH = 50  # batches per length-sorted group: random enough to train well, similar lengths inside
 log = logging.getLogger(__name__)
 
 
@@ -42,15 +44,21 @@ class TrainResult:
     summary: dict[str, float] = field(default_factory=dict)
 
 
-def make_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group: bool) -> list[np.ndarray]:
-    """Shuffled batches; with `group`, each run of MEGA_BATCH batches is sorted by length first
-    (as HF's LengthGroupedSampler), so a batch pads to little more than its own texts."""
-    order = rng.permutation(len(lengths))
-    if group:
-        mega = batch_size * MEGA_BATCH
-        order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in np.split(order, range(mega, len(order), mega))])
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))] if group else batches
+@dataclass
+class Loop:
+    """Where the loop is, and what it has counted: all a checkpoint needs besides accelerate's state."""
+
+    epoch: int = 1  # the epoch under way
+    batch: int = 0  # batches of that epoch already trained on (global batches: every process's share)
+    step: int = 0  # optimizer steps done
+    result: dict = field(default_factory=lambda: asdict(TrainResult()))
+    bad_epochs: int = 0
+    seen: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    train_seconds: float = 0.0
+    loss_sum: float = 0.0  # this epoch's, over its batches so far
+    resumed_from: int = 0  # the step a resume started from (0: a fresh start)
 
 
 def _better(value: float, best: float, metric: str) -> bool:
@@ -68,84 +76,126 @@ def _optimizer(model, p: FinetuneParams) -> torch.optim.Optimizer:
                               {"params": rest, "weight_decay": 0.0}], lr=p.learning_rate, fused=fused or None)
 
 
+def accelerator(device: torch.device, dtype: torch.dtype | None, p: FinetuneParams):
+    """accelerate's Accelerator for this run. split_batches: `batch_size` is the global batch, each of N processes
+    trains on 1/N of it, so N processes take the same optimizer steps as one."""
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.state import AcceleratorState
+
+    mixed = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
+    if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
+        AcceleratorState._reset_state()  # one process training twice (tests, benchmarks) with another precision
+    return Accelerator(cpu=device.type == "cpu", mixed_precision=mixed, step_scheduler_with_optimizer=True,
+                       gradient_accumulation_steps=p.gradient_accumulation_steps,
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+
+
 Validate = Callable[[torch.nn.Module, "torch.dtype | None"], dict[str, float]]  # model, autocast dtype → metrics
-Collate = Callable[[list, np.ndarray, int], torch.Tensor]  # (targets, row indices, padded width) → the labels= tensor
+Collate = Callable[[list, "object", int], torch.Tensor]  # (targets, row indices, padded width) → the labels= tensor
 
 
-def train(model, train_seqs: list[list[int]], train_labels: list, collate: Collate, validate: Validate,
-          p: FinetuneParams, metric: str, pad_id: int, device: torch.device,
-          callbacks: Callbacks = NoCallbacks()) -> TrainResult:
-    """Fine-tune `model` in place; on return it holds the weights of the best validation epoch by `metric`.
-    `collate(train_labels, idx, width)` gives a batch's `labels=` tensor; the model computes its own loss from it
-    (its config's problem_type picks cross-entropy, BCE with logits, ...)."""
-    rng = np.random.default_rng(p.seed)
+def train(model, rows, collate: Collate, validate: Validate, p: FinetuneParams, metric: str, pad_id: int,
+          device: torch.device, callbacks: Callbacks = NoCallbacks(), checkpoints: Checkpoints | None = None) -> TrainResult:
+    """Fine-tune `model` in place on `rows` (a datasets.Dataset of input_ids and label); on return it holds the weights
+    of the best validation epoch by `metric`. `collate(labels, idx, width)` gives a batch's `labels=` tensor; the model
+    computes its own loss from it. With `checkpoints`, the newest whole one is resumed from, and new ones are saved
+    every `finetune.checkpoint_every_steps` optimizer steps and after each epoch."""
     dtype = autocast_dtype(device, p.precision)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    lengths = np.array([len(s) for s in train_seqs])
-    batches_per_epoch = math.ceil(len(train_seqs) / p.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / p.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * p.epochs
+    acc = accelerator(device, dtype, p)
+    data, batches = loader(rows, collate, pad_id, p.batch_size, p.seed, p.group_by_length)
+    steps_per_epoch = math.ceil(len(batches) / p.gradient_accumulation_steps)
+    total_steps = min(steps_per_epoch * p.epochs, p.max_steps or steps_per_epoch * p.epochs)
     warmup = int(p.warmup_ratio * total_steps)
-    optimizer = _optimizer(model.to(device), p)
+    optimizer = _optimizer(model.to(acc.device), p)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warmup, then linear decay to 0
         optimizer, lambda s: s / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
-    result, best_state, bad_epochs, step = TrainResult(), None, 0, 0
-    seen = real_tokens = padded_tokens = 0
-    train_seconds = 0.0
-    # A bar on a terminal; in logs (CI, the flow) the per-epoch lines say the same without noise.
-    bar = tqdm(total=batches_per_epoch * p.epochs, desc="finetune", unit="batch", mininterval=2,
-               disable=not sys.stderr.isatty())
-    for epoch in range(1, p.epochs + 1):
-        model.train()
-        t0, loss_sum, n_batches = time.perf_counter(), 0.0, 0
-        batches = make_batches(lengths, p.batch_size, rng, p.group_by_length)
-        for b, idx in enumerate(batches):
-            ids, mask = pad_batch([train_seqs[i] for i in idx], pad_id)
-            targets = collate(train_labels, idx, ids.shape[1]).to(device)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=targets).loss
-            scaler.scale(loss / p.gradient_accumulation_steps).backward()
-            loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1
-            seen, real_tokens, padded_tokens = seen + len(idx), real_tokens + int(lengths[idx].sum()), padded_tokens + ids.numel()
-            if (b + 1) % p.gradient_accumulation_steps == 0 or b + 1 == len(batches):
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                result.steps.append({"step": step + 1, "epoch": round(epoch - 1 + (b + 1) / len(batches), 4),
-                                     "train_loss": loss.item(), "learning_rate": schedule.get_last_lr()[0]})
+    wrapped, optimizer, data, schedule = acc.prepare(model, optimizer, data, schedule)
+    loop, best_state = Loop(), None
+    if checkpoints is not None and (found := checkpoints.load_newest(acc)) is not None:
+        loop, best_state = Loop(**found[0]), found[1]
+        loop.resumed_from = loop.step
+        log.info("resumed from step %d of %d (epoch %d, batch %d of %d) in %s", loop.step, total_steps, loop.epoch,
+                 loop.batch, len(batches), checkpoints.folder)
+    res = loop.result
+    log.info("training: %d epoch(s) x %d steps, %d rows per step (%d per process x %d process(es)), %s on %s",
+             p.epochs, steps_per_epoch, p.batch_size * p.gradient_accumulation_steps,
+             p.batch_size // acc.num_processes, acc.num_processes, acc.mixed_precision, acc.device)
+    progress = Progress(total_steps, loop.step, p.epochs, p.batch_size * p.gradient_accumulation_steps, acc.is_main_process)
+
+    def save() -> None:
+        if checkpoints is not None:
+            checkpoints.save(acc, loop.step, asdict(loop), best_state)
+
+    while loop.epoch <= p.epochs and loop.step < total_steps and not res["stopped_early"]:
+        epoch, t0 = loop.epoch, time.perf_counter()
+        wrapped.train()
+        batches.for_epoch(epoch)
+        for batch in acc.skip_first_batches(data, loop.batch) if loop.batch else data:
+            n_tokens = batch.pop("n_tokens")
+            with acc.accumulate(wrapped):
+                loss = wrapped(**batch).loss
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    acc.clip_grad_norm_(wrapped.parameters(), p.max_grad_norm)
+                optimizer.step()
                 schedule.step()
-                step += 1
-                if step % p.log_every_steps == 0:
-                    callbacks.on_step(step, {"train_loss": loss_sum / n_batches, "learning_rate": schedule.get_last_lr()[0]})
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss_sum / n_batches:.4f}", refresh=False)
+                optimizer.zero_grad(set_to_none=True)
+            # the whole global batch's numbers: every process's share summed (its loss: the mean of their means)
+            counts = acc.reduce(torch.stack([loss.detach().float(), torch.tensor(len(batch["input_ids"]), device=acc.device),
+                                             n_tokens.float(), torch.tensor(batch["input_ids"].numel(), device=acc.device)]).float(), "sum")
+            batch_loss, rows_, real, padded = (counts / torch.tensor([acc.num_processes, 1, 1, 1], device=acc.device)).tolist()
+            loop.batch, loop.loss_sum = loop.batch + 1, loop.loss_sum + batch_loss
+            loop.seen, loop.real_tokens, loop.padded_tokens = loop.seen + int(rows_), loop.real_tokens + int(real), loop.padded_tokens + int(padded)
+            if not acc.sync_gradients:
+                continue
+            loop.step += 1
+            lr = schedule.get_last_lr()[0]
+            res["steps"].append({"step": loop.step, "epoch": round(epoch - 1 + loop.batch / len(batches), 4),
+                                 "train_loss": batch_loss, "learning_rate": lr})
+            if loop.step % p.log_every_steps == 0:
+                callbacks.on_step(loop.step, {"train_loss": loop.loss_sum / loop.batch, "learning_rate": lr})
+            progress.update(loop.step, epoch, loop.loss_sum / loop.batch)
+            if checkpoints is not None and checkpoints.due(loop.step) and loop.batch < len(batches):
+                loop.train_seconds += time.perf_counter() - t0
+                save()
+                t0 = time.perf_counter()
+            if loop.step >= total_steps:  # finetune.max_steps: the epoch ends here
+                break
         epoch_seconds = time.perf_counter() - t0
-        train_seconds += epoch_seconds
+        loop.train_seconds += epoch_seconds
+        model = acc.unwrap_model(wrapped, keep_fp32_wrapper=True)
         val = validate(model, dtype)
-        metrics = {"train_loss": loss_sum / max(1, n_batches), **{f"val_{k}": v for k, v in val.items()},
-                   "epoch_seconds": epoch_seconds, "train_samples_per_s": len(train_seqs) / epoch_seconds}
-        result.history.append({"epoch": epoch, **metrics})
+        n_batches = max(1, loop.batch)
+        metrics = {"train_loss": loop.loss_sum / n_batches, **{f"val_{k}": v for k, v in val.items()},
+                   "epoch_seconds": epoch_seconds, "train_samples_per_s": len(rows) / max(epoch_seconds, 1e-9)}
+        res["history"].append({"epoch": epoch, **metrics})
         callbacks.on_epoch(epoch, metrics)
         log.info("epoch %d: train loss %.4f, val %s, %.0f samples/s", epoch, metrics["train_loss"],
                  ", ".join(f"{k} {v:.4f}" for k, v in val.items() if k in ("loss", "accuracy", "f1", "f1_macro")),
                  metrics["train_samples_per_s"])
-        if _better(val[metric], result.best_value, metric):
-            result.best_epoch, result.best_value, bad_epochs = epoch, val[metric], 0
+        if _better(val[metric], res["best_value"], metric):
+            res["best_epoch"], res["best_value"], loop.bad_epochs = epoch, val[metric], 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
-            bad_epochs += 1
-            if bad_epochs >= p.early_stopping_patience and epoch < p.epochs:
-                result.stopped_early = True
-                log.info("early stop: no %s gain for %d epoch(s)", metric, bad_epochs)
-                break
-    bar.close()
+            loop.bad_epochs += 1
+            if loop.bad_epochs >= p.early_stopping_patience and epoch < p.epochs:
+                res["stopped_early"] = True
+                log.info("early stop: no %s gain for %d epoch(s)", metric, loop.bad_epochs)
+        loop.epoch, loop.batch, loop.loss_sum = epoch + 1, 0, 0.0
+        save()
+    progress.close()
+    model = acc.unwrap_model(wrapped)  # and accelerate's autocast wrapper off forward: what follows runs in fp32
     model.load_state_dict(best_state)
+    acc.wait_for_everyone()
+    if checkpoints is not None and acc.is_main_process:
+        checkpoints.clear()
+    result = TrainResult(**res)
+    secs = max(loop.train_seconds, 1e-9)
     result.summary = {"best_epoch": result.best_epoch, f"best_val_{metric}": result.best_value,
-                      "epochs_run": len(result.history), "train_seconds": round(train_seconds, 1),
-                      "train_samples_per_s": round(seen / train_seconds, 2),
-                      "train_real_tokens_per_s": round(real_tokens / train_seconds, 1),
-                      "padding_share": round(1 - real_tokens / padded_tokens, 4),
-                      "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")}
+                      "epochs_run": len(result.history), "train_seconds": round(loop.train_seconds, 1),
+                      "train_samples_per_s": round(loop.seen / secs, 2),
+                      "train_real_tokens_per_s": round(loop.real_tokens / secs, 1),
+                      "padding_share": round(1 - loop.real_tokens / max(loop.padded_tokens, 1), 4),
+                      "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32"),
+                      "processes": acc.num_processes, "resumed_from_step": loop.resumed_from}
     return result

@@ -6,15 +6,20 @@ import torch
 
 from stages.tasks import get
 from stages.params import FinetuneParams
-from stages.training import make_batches, train
+from stages.trainrows import make_batches
+from stages.training import train
 
 SEQ = get("sequence_classification")
 
 
-def seq_validator(xs, ys):
+def rows(xs, ys):
     import datasets
 
-    return SEQ.validator(datasets.Dataset.from_dict({"input_ids": xs, "label": ys}), ["no", "yes"], FinetuneParams(eval_batch_size=64), 0, CPU)
+    return datasets.Dataset.from_dict({"input_ids": xs, "label": ys})
+
+
+def seq_validator(xs, ys):
+    return SEQ.validator(rows(xs, ys), ["no", "yes"], FinetuneParams(eval_batch_size=64), 0, CPU)
 
 CPU = torch.device("cpu")
 
@@ -61,7 +66,7 @@ def test_learns_a_separable_task_and_restores_best(tiny_model_dir):
     p = FinetuneParams(learning_rate=3e-3, epochs=6, batch_size=16, log_every_steps=10, early_stopping_patience=6)
     rec = Recorder()
     validate = seq_validator(vx, vy)
-    result = train(model, xs, ys, SEQ.collate, validate, p, "accuracy", 0, CPU, rec)
+    result = train(model, rows(xs, ys), SEQ.collate, validate, p, "accuracy", 0, CPU, rec)
     accs = [h["val_accuracy"] for h in result.history]
     assert max(accs) >= 0.9
     assert result.best_epoch == int(np.argmax(accs)) + 1 and result.best_value == max(accs)
@@ -76,7 +81,7 @@ def test_early_stopping(tiny_model_dir):
     model = SEQ.load_model(str(tiny_model_dir), ["no", "yes"])
     xs, ys = toy(64, 0)
     p = FinetuneParams(learning_rate=1e-9, epochs=10, batch_size=16, early_stopping_patience=1, best_metric="loss")
-    result = train(model, xs, ys, SEQ.collate, seq_validator(xs, ys), p, "loss", 0, CPU)
+    result = train(model, rows(xs, ys), SEQ.collate, seq_validator(xs, ys), p, "loss", 0, CPU)
     assert result.stopped_early and len(result.history) < 10
 
 
@@ -84,7 +89,7 @@ def test_gradient_accumulation_counts_optimizer_steps(tiny_model_dir):
     model = SEQ.load_model(str(tiny_model_dir), ["no", "yes"])
     xs, ys = toy(64, 0)
     rec = Recorder()
-    train(model, xs, ys, SEQ.collate, seq_validator(xs, ys),
+    train(model, rows(xs, ys), SEQ.collate, seq_validator(xs, ys),
           FinetuneParams(epochs=1, batch_size=8, gradient_accumulation_steps=4, log_every_steps=1), "accuracy", 0, CPU, rec)
     assert rec.steps == [1, 2]  # 8 batches / 4 accumulation = 2 optimizer steps
 
@@ -121,8 +126,7 @@ def test_token_classification_learns_tags_and_selects_by_entity_f1(tiny_model_di
     task = get("token_classification")
     model = task.load_model(str(tiny_model_dir), names)
     p = FinetuneParams(learning_rate=3e-3, epochs=4, batch_size=16, early_stopping_patience=4)
-    result = train(model, [r["input_ids"] for r in train_rows], [r["label"] for r in train_rows],
-                   task.collate, task.validator(val, names, FinetuneParams(eval_batch_size=64), 0, CPU), p, "f1", 0, CPU)
+    result = train(model, datasets.Dataset.from_list(train_rows).select_columns(["input_ids", "label"]), task.collate, task.validator(val, names, FinetuneParams(eval_batch_size=64), 0, CPU), p, "f1", 0, CPU)
     f1s = [h["val_f1"] for h in result.history]
     assert max(f1s) >= 0.9 and result.best_value == max(f1s) and result.best_epoch == int(np.argmax(f1s)) + 1
     assert {"val_strict_f1", "val_accuracy", "val_f1_macro", "val_loss"} <= set(result.history[0])

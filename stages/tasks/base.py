@@ -139,9 +139,10 @@ class Task(ABC):
         return load_with_new_head(auto, name, num_labels=len(labels), id2label=dict(enumerate(labels)),
                                   label2id={n: i for i, n in enumerate(labels)}, problem_type=self.problem_type)
 
-    def train_rows(self, split) -> tuple[list[list[int]], list]:
-        """The train split as (input ids, targets) lists, rows that teach nothing left out."""
-        return list(split["input_ids"]), list(split["label"])
+    def train_rows(self, split):
+        """The train rows the loop reads (a datasets.Dataset with input_ids and label, still on its Arrow files), rows
+        that teach nothing left out."""
+        return split
 
     @abstractmethod
     def collate(self, targets: list, idx: np.ndarray, width: int):

@@ -132,11 +132,15 @@ class TokenClassification(Task):
         rule, report["word_split"], warnings = choose_rule(splits["train"]["tokens"], p.word_split)
         return dd, report | {"serving": {"word_split": rule}, "warnings": warnings}
 
-    def train_rows(self, split) -> tuple[list[list[int]], list]:
-        # a window whose words all lack sub-tokens carries no label: nothing to learn from it
-        seqs, targets = list(split["input_ids"]), list(split["label"])
-        keep = [i for i, t in enumerate(targets) if any(x != IGNORE for x in t)]
-        return [seqs[i] for i in keep], [targets[i] for i in keep]
+    def train_rows(self, split):
+        # a window whose words all lack sub-tokens carries no label: nothing to learn from it. Found in Arrow (the
+        # positions of labelled tokens → their rows), so the split is never read into Python lists.
+        import pyarrow.compute as pc
+
+        labels = split.with_format("arrow", columns=["label"])[:]["label"]
+        rows = pc.list_parent_indices(labels).to_numpy()[pc.not_equal(pc.list_flatten(labels), IGNORE).to_numpy(zero_copy_only=False)]
+        keep = np.unique(rows)
+        return split if len(keep) == len(split) else split.select(keep, keep_in_memory=True)
 
     def collate(self, targets: list, idx: np.ndarray, width: int):
         """One label id per position, right-padded with IGNORE (no loss there)."""

@@ -1,0 +1,83 @@
+"""The train split as the training loop reads it: rows from the memory-mapped Arrow files through a torch DataLoader,
+in length-grouped batches, padded one batch at a time. Nothing holds the whole split as Python objects: the batch
+order is one int64 array (8 MB at 1M rows) and a batch's rows are read when the loop asks for them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from stages.modeling import pad_batch
+
+MEGA_BATCH = 50  # batches per length-sorted group: random enough to train well, similar lengths inside
+LENGTH_CHUNK = 100_000  # rows per Arrow slice while reading lengths: bounded memory at any split size
+
+
+def token_lengths(split) -> np.ndarray:
+    """Each row's number of input ids, read from Arrow list offsets (no Python lists of ids)."""
+    import pyarrow.compute as pc
+
+    table = split.with_format("arrow", columns=["input_ids"])
+    parts = [pc.list_value_length(table[i : i + LENGTH_CHUNK]["input_ids"]).to_numpy()
+             for i in range(0, len(split), LENGTH_CHUNK)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def make_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group: bool) -> list[np.ndarray]:
+    """Shuffled batches; with `group`, each run of MEGA_BATCH batches is sorted by length first (as HF's
+    LengthGroupedSampler), so a batch pads to little more than its own texts."""
+    order = rng.permutation(len(lengths))
+    if group:
+        mega = batch_size * MEGA_BATCH
+        order = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in np.split(order, range(mega, len(order), mega))])
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))] if group else batches
+
+
+class GroupedBatches:
+    """A DataLoader batch sampler: an epoch's batches are a pure function of (seed, epoch), so a resumed run rebuilds
+    the interrupted epoch's order and skips what it already trained on. Ours rather than transformers'
+    LengthGroupedSampler (same grouping): that one builds the order as Python lists, ~10x the memory of this array
+    at 1M rows (bench/results/memory.json), and draws from a generator a resume would have to restore."""
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, group: bool) -> None:
+        self.lengths, self.batch_size, self.seed, self.group, self.epoch = lengths, batch_size, seed, group, 1
+
+    def for_epoch(self, epoch: int) -> GroupedBatches:
+        # not `set_epoch`: accelerate's DataLoaderShard calls that with its own count of iterations at every iter()
+        self.epoch = epoch
+        return self
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        for idx in make_batches(self.lengths, self.batch_size, rng, self.group):
+            yield idx.tolist()
+
+
+class Collator:
+    """Rows (dicts of input_ids and label) → the model's keyword arguments, padded to the batch's longest row; the
+    task's `collate(targets, idx, width)` builds the labels. `n_tokens` (real, unpadded) is for the speed numbers."""
+
+    def __init__(self, collate: Callable, pad_id: int) -> None:
+        self.collate, self.pad_id = collate, pad_id
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        ids, mask = pad_batch([r["input_ids"] for r in rows], self.pad_id)
+        labels = self.collate([r["label"] for r in rows], np.arange(len(rows)), ids.shape[1])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "n_tokens": mask.sum()}
+
+
+def loader(split, collate: Callable, pad_id: int, batch_size: int, seed: int, group: bool):
+    """(DataLoader over the split's Arrow rows, its batch sampler). Its own generator: making an epoch's iterator then
+    draws no number from torch's global RNG, which dropout uses and a checkpoint restores."""
+    from torch.utils.data import DataLoader
+
+    batches = GroupedBatches(token_lengths(split), batch_size, seed, group)
+    rows = split.select_columns(["input_ids", "label"]).with_format(None)
+    return DataLoader(rows, batch_sampler=batches, collate_fn=Collator(collate, pad_id),
+                      generator=torch.Generator().manual_seed(seed)), batches

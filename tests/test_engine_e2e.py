@@ -1,0 +1,108 @@
+"""The training engine through the real stage: 2 data-parallel CPU processes (torchrun, gloo) agree with 1, and a
+fine-tuning killed with SIGKILL resumes from its newest whole checkpoint to the very weights of an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from tests.conftest import make_project, project_env, run_in, store_client, tiny_bert, update_params, write_reviews
+
+pytestmark = pytest.mark.e2e
+BASE = {"evaluate": {"probe_max_train_rows": 200, "min_test_rows": 10, "min_test_per_class": 2},
+        "ingest": {"source": "data/source/reviews.csv"}}
+
+
+def finetune(root: Path, *launcher: str) -> subprocess.CompletedProcess:
+    return run_in(root, *(launcher or (sys.executable,)), "-m", "stages.finetune")
+
+
+def weights(root: Path) -> dict:
+    return load_file(str(root / "models/finetuned/model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def no_dropout_model(tmp_path_factory, packaged_tokenizer) -> Path:
+    """The tiny BERT with dropout 0: the only randomness a data-parallel run cannot share is gone."""
+    out = tiny_bert(tmp_path_factory.mktemp("tiny-bert-nodrop"), packaged_tokenizer, packaged_tokenizer.vocab_size)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps(config | {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    return out
+
+
+def test_two_processes_agree_with_one(tmp_path, no_dropout_model):
+    root = make_project(tmp_path, BASE | {"model": {"name": str(no_dropout_model)}, "finetune": {
+        "epochs": 2, "batch_size": 16, "learning_rate": 3e-3, "precision": "fp32", "log_every_steps": 1}})
+    write_reviews(root / "data/source/reviews.csv", 200)  # 160 train rows: 10 global batches of 16 per epoch
+    run_in(root, "dvc", "repro", "tokenize")
+    finetune(root)
+    one = pd.read_csv(root / "reports/train_steps.csv")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = finetune(root, *torchrun)
+    two = pd.read_csv(root / "reports/train_steps.csv")
+    assert len(one) == len(two) == 20
+    assert (one["train_loss"] - two["train_loss"]).abs().max() < 1e-5, pd.concat([one, two], axis=1)
+    summary = json.loads((root / "reports/train.json").read_text())
+    assert summary["processes"] == 2
+    assert proc.stderr.count("best epoch") == 1  # one process logs and writes
+    client = store_client(root)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 2  # one MLflow run per stage run, not one per process
+    # the param starts the same processes itself
+    update_params(root, {"finetune": {"num_processes": 2}})
+    finetune(root)
+    assert (pd.read_csv(root / "reports/train_steps.csv")["train_loss"] - two["train_loss"]).abs().max() < 1e-6
+
+
+def checkpoints(root: Path) -> list[Path]:
+    return sorted((root / ".checkpoints/finetune").glob("*/step-*[0-9]"))
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_model_dir):
+    """fp32 on CPU with dropout on: resume restores model, optimizer, schedule, RNG and the place in the epoch, so the
+    weights equal an uninterrupted run's exactly. A damaged newest checkpoint falls back to the one before; other
+    params never see these checkpoints."""
+    root = make_project(tmp_path, BASE | {"model": {"name": str(tiny_model_dir)}, "finetune": {
+        "epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "precision": "fp32", "checkpoint_every_steps": 40}})
+    write_reviews(root / "data/source/reviews.csv", 2500)  # 2,000 train rows: 250 steps per epoch, 500 in all
+    run_in(root, "dvc", "repro", "tokenize")
+    finetune(root)
+    uninterrupted = weights(root)
+    assert not checkpoints(root)  # removed after success
+
+    proc = subprocess.Popen([sys.executable, "-m", "stages.finetune"], cwd=root, env=project_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not [c for c in checkpoints(root) if int(c.name[5:]) >= 240] and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = checkpoints(root)
+    assert saved and int(saved[-1].name[5:]) < 500, "killed after the run ended: nothing to resume"
+    assert len(saved) <= 2  # the newest and the one before
+
+    update_params(root, {"finetune": {"learning_rate": 2e-3}})
+    other = finetune(root)
+    assert "resumed from" not in other.stderr  # other params: a fresh start beside the old checkpoints
+    assert checkpoints(root) == saved
+
+    update_params(root, {"finetune": {"learning_rate": 1e-3}})
+    newest = saved[-1] / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:-100] + b"\0" * 100)  # damaged in place: same size, other bytes
+    resumed = finetune(root)
+    fallback = int(saved[-2].name[5:]) if len(saved) == 2 else 0
+    assert "damaged" in resumed.stderr
+    if fallback:
+        assert f"resumed from step {fallback} of 500" in resumed.stderr
+    got = weights(root)
+    assert got.keys() == uninterrupted.keys()
+    assert all((got[k] == uninterrupted[k]).all() for k in got), "resumed weights differ from the uninterrupted run's"
+    assert not checkpoints(root)
