@@ -153,7 +153,8 @@ def repro_in_clone(repo: Path, prefix: str, files: dict[str, str], params: dict,
 
     set_env_defaults()
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                            check=False).stdout.strip()
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     root = tmp / "project"
     subprocess.run(["git", "clone", "-q", str(repo), str(root)], check=True)
@@ -169,10 +170,25 @@ def repro(root: Path, env: dict, log: Path, append: bool = False):
     wall seconds)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
+    proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     with open(log, "a" if append else "w") as f:
         f.write(proc.stdout + proc.stderr)
     if proc.returncode:
         print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
     return proc, wall
+
+
+def native_bf16() -> bool:
+    """Whether bf16 runs natively here: a CUDA device with bf16, or a CPU with avx512_bf16 / AMX. On the CPU it asks
+    the measured project's own test (stages.modeling.cpu_has_native_bf16, the one `finetune.precision: auto` uses);
+    where that module has none, it reads the same flags from /proc/cpuinfo."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        from stages.modeling import cpu_has_native_bf16
+    except ImportError:
+        return any(f in cpu_flags() for f in ("avx512_bf16", "amx_bf16"))
+    return cpu_has_native_bf16()

@@ -7,7 +7,9 @@
 2. ours: the default job through the Prefect flow in a clone of HEAD (flows.pipeline); its training numbers,
    the flow's wall time vs the sum of the stages' own process times, then a no-op `dvc repro` (3 times);
 3. the speed levers one at a time in our own training loop (bench.levers), and a profile of its step (bench.profile);
-4. the references on the very same split files: plain Trainer, pad to 128 (a) and dynamic padding (b);
+4. the references on the very same split files: plain Trainer, pad to 128 (a) and dynamic padding (b) (run_glue's
+   defaults: history), and (c) the Trainer tuned as a skilled user runs it, with the clone's params.yaml recipe
+   (bench.finetune_reference --padding tuned): the headline targets are against (c);
 5. inference: the served model's batch predict vs transformers.pipeline() (bench.inference);
 6. tokenization and clean + tokenize scaling at 10k / 100k / 1M IMDB rows (bench.tokenization).
 Each step runs in its own process, one after the other (2 cores: never two at once).
@@ -39,7 +41,7 @@ BEGIN, END = "<!-- bench.run: begin (generated, do not edit) -->", "<!-- bench.r
 def sh(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tuple[float, str]:
     """Run a command, its output to `log`; returns (wall seconds, output). A failure stops the run."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode:
@@ -64,7 +66,7 @@ def ours(root: Path, out: Path, env: dict) -> dict:
     wall, output = sh([sys.executable, "-m", "flows.pipeline"], root, out / "flow.log", env)
     own = {m[1]: float(m[2]) for m in STAGE_DONE.finditer(output)}
     noop = [sh([sys.executable, "-m", "dvc", "repro"], root, out / "dvc_noop.log", env)[0] for _ in range(3)]
-    read = lambda name: json.loads((root / name).read_text())  # noqa: E731
+    read = lambda name: json.loads((root / name).read_text())
     return {"flow_wall_s": round(wall, 1), "stage_own_s": own, "stage_sum_s": round(sum(own.values()), 1),
             "flow_overhead": round(wall / sum(own.values()) - 1, 4) if own else None,
             "noop_repro_s": [round(x, 2) for x in noop], "train": read("reports/train.json"),
@@ -81,10 +83,18 @@ def train_flops_per_token(model_dir: Path, context: float) -> tuple[float, int]:
     return 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * context, n
 
 
-def summarize(peak: dict, me: dict, ref_a: dict, ref_b: dict, inference: dict, tok: dict, flops: float) -> dict:
+def ref_c_name(ref_c: dict) -> str:
+    return (f"reference (c): Trainer tuned (group_by_length, {ref_c['precision']}, fused AdamW, "
+            "warmup/decay/best epoch as ours)")
+
+
+def summarize(peak: dict, me: dict, ref_a: dict, ref_b: dict, ref_c: dict, inference: dict, tok: dict,
+              flops: float) -> dict:
     tr = me["train"]
     rows = {"reference (a): Trainer, pad to 128": ref_a["train"] | {"accuracy": ref_a["test"]["accuracy"], "precision": "fp32"},
             "reference (b): Trainer, dynamic padding": ref_b["train"] | {"accuracy": ref_b["test"]["accuracy"], "precision": "fp32"},
+            ref_c_name(ref_c): ref_c["train"] | {"accuracy": ref_c["test"]["accuracy"],
+                                                 "precision": ref_c["precision"]},
             "this pipeline (default params)": {"seconds": tr["train_seconds"], "samples_per_s": tr["train_samples_per_s"],
                                                "real_tokens_per_s": tr["train_real_tokens_per_s"],
                                                "padding_share": tr["padding_share"], "accuracy": me["test"]["accuracy"],
@@ -93,13 +103,18 @@ def summarize(peak: dict, me: dict, ref_a: dict, ref_b: dict, inference: dict, t
         r["gflops"] = round(r["real_tokens_per_s"] * flops / 1e9, 1)
         r["of_fp32_peak"] = round(r["gflops"] / peak["fp32_peak_gflops"], 3)
         r["of_bf16_peak"] = round(r["gflops"] / peak["bf16_peak_gflops"], 3)
-    a, b, o = rows.values()
+    a, b, c, o = rows.values()
     bf16 = o["precision"] == "bf16"
-    targets = [target("fine-tuning samples/s vs reference (a)", o["samples_per_s"] / a["samples_per_s"], ">=", 4.0, "x"),
+    # Headline: against (c), the Trainer with the same recipe and the same speed-ups a skilled user reaches for;
+    # (a) and (b) (run_glue's defaults) stay as history.
+    targets = [target("fine-tuning samples/s vs reference (c), tuned Trainer", o["samples_per_s"] / c["samples_per_s"],
+                      ">=", 1.25, "x"),
+               target("test accuracy minus reference (c), points", 100 * (o["accuracy"] - c["accuracy"]), ">=", -0.5),
+               target(f"real-token training FLOP/s of the {'bf16' if bf16 else 'fp32'} matmul peak",
+                      o["of_bf16_peak" if bf16 else "of_fp32_peak"], ">=", 0.45 if bf16 else 0.60),
+               target("fine-tuning samples/s vs reference (a)", o["samples_per_s"] / a["samples_per_s"], ">=", 4.0, "x"),
                target("fine-tuning samples/s vs reference (b)", o["samples_per_s"] / b["samples_per_s"], ">=", 1.6, "x"),
                target("test accuracy minus reference (b), points", 100 * (o["accuracy"] - b["accuracy"]), ">=", -0.5),
-               target(f"real-token training FLOP/s of the {'bf16' if bf16 else 'fp32'} matmul peak",
-                      o["of_bf16_peak" if bf16 else "of_fp32_peak"], ">=", 0.40 if bf16 else 0.60),
                *inference["targets"], *tok["targets"],
                target("no-op dvc repro, median of 3, s", statistics.median(me["noop_repro_s"]), "<=", 2.0, " s"),
                target("flow wall over the stages' own time", me["flow_overhead"], "<=", 0.15)]
@@ -124,7 +139,7 @@ def tokenization_table(tok: dict) -> list[str]:
              "| rows | reach tokenize | clean | augment (off: copy) | tokenize stage | raw tokenizer call | stage / raw texts/s |",
              "|---|---|---|---|---|---|---|"]
     for r in tok["sizes"]:
-        cell = lambda m: f"{m['wall_s']:.1f} s, {m['peak_rss_mb']:,.0f} MiB"  # noqa: E731
+        cell = lambda m: f"{m['wall_s']:.1f} s, {m['peak_rss_mb']:,.0f} MiB"
         lines.append(f"| {r['n']:,} | {r['rows_to_tokenize']:,} | {cell(r['clean'])} | {cell(r['augment'])} | "
                      f"{cell(r['tokenize'])} ({r['tokenize']['texts_per_s']:,.0f} texts/s) | "
                      f"{r['raw']['texts_per_s']:,.0f} texts/s, {r['raw_process']['peak_rss_mb']:,.0f} MiB | "
@@ -132,20 +147,44 @@ def tokenization_table(tok: dict) -> list[str]:
     return lines
 
 
+def recipe_line(s: dict) -> str:
+    """What each side of the fine-tuning table ran: (a)/(b) run_glue's defaults, (c) and ours the params.yaml recipe."""
+    c = s.get("ref_c", {}).get("config")
+    ab = f"(a), (b): {s.get('ab_epochs', 3):g} epochs, batch 32, lr 5e-5, run_glue's defaults"
+    if not c:
+        return ab
+    return (f"{ab}; (c) and ours: params.yaml, {c['epochs']:g} epochs, batch {c['batch_size']}, "
+            f"lr {c['learning_rate']:g}, warmup {c['warmup_ratio']:g}, weight decay {c['weight_decay']:g}, "
+            f"max grad norm {c['max_grad_norm']:g}, best validation epoch kept")
+
+
+def c_line(s: dict) -> str:
+    """Reference (c)'s own story: validation per epoch, the epoch it kept, what its training wall leaves out."""
+    c, nan = s["ref_c"], float("nan")
+    vals = ", ".join(f"{v.get('accuracy', nan):.4f}" for v in c.get("validation", []))
+    return (f"\nReference (c): validation accuracy per epoch {vals or '-'}, best epoch {c.get('best_epoch', '-')} kept; "
+            f"{c['config'].get('precision_why', c['precision'])}. Its training wall is the epochs' training loops "
+            "only, as ours (validation excluded); the whole `trainer.train()` took "
+            f"{c['train'].get('train_call_seconds', nan):,.0f} s with per-epoch validation, checkpoint saves and the "
+            "best-checkpoint reload. Its test accuracy is the fp32 forward of the kept weights, as our evaluate stage "
+            f"scores ({c['test'].get('accuracy_training_precision', nan):.4f} in {c['precision']}).")
+
+
 def render(s: dict) -> str:
     """The generated part of BENCHMARKS.md."""
     p, me = s["peak"], s["ours"]
     lines = [BEGIN, f"Run {s['date']} on commit `{s['commit'][:10]}`: `{s['command']}` (JSON: `bench/results/speed.json`).",
-             f"Machine: {p['machine']['cpu_model']}, {p['threads']} torch threads, flags {' '.join(p['machine']['cpu_flags']) or '-'}; "
-             f"matmul peak fp32 **{p['fp32_peak_gflops']:.0f}** GFLOP/s, bf16 **{p['bf16_peak_gflops']:.0f}** GFLOP/s. "
-             f"Training cost {s['flops_per_token'] / 1e6:.1f} MFLOP per real token ({s['non_embedding_params'] / 1e6:.2f}M "
-             "non-embedding parameters x 6, plus attention).", "",
-             "### Fine-tuning, Rotten Tomatoes (same split files, 3 epochs, batch 32, lr 5e-5, packaged MiniLM)", "",
+             (f"Machine: {p['machine']['cpu_model']}, {p['threads']} torch threads, flags {' '.join(p['machine']['cpu_flags']) or '-'}; "
+              f"matmul peak fp32 **{p['fp32_peak_gflops']:.0f}** GFLOP/s, bf16 **{p['bf16_peak_gflops']:.0f}** GFLOP/s. "
+              f"Training cost {s['flops_per_token'] / 1e6:.1f} MFLOP per real token ({s['non_embedding_params'] / 1e6:.2f}M "
+              "non-embedding parameters x 6, plus attention)."), "",
+             f"### Fine-tuning, Rotten Tomatoes (same split files, packaged MiniLM; {recipe_line(s)})", "",
              "| | precision | train samples/s | real tokens/s | training wall | padding | test accuracy | GFLOP/s on real tokens | of fp32 / bf16 peak |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in s["finetune"].items():
         lines.append(f"| {name} | {r['precision']} | {r['samples_per_s']:.1f} | {r['real_tokens_per_s']:,.0f} | {r['seconds']:,.0f} s | "
                      f"{r['padding_share']:.1%} | {r['accuracy']:.4f} | {r['gflops']:.0f} | {r['of_fp32_peak']:.0%} / {r['of_bf16_peak']:.0%} |")
+    lines += [c_line(s)] if s.get("ref_c") else []
     lines += [""] + s["levers_table"]
     lines += ["", "### Orchestration", "",
               f"Prefect flow wall {me['flow_wall_s']:.0f} s vs the stages' own process times summed {me['stage_sum_s']:.0f} s "
@@ -177,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     set_env_defaults()
     out = (args.out_dir or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else RESULTS)).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                            check=False).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
+                           text=True, check=False).stdout.strip()
     if dirty:
         print(f"note: uncommitted changes are not measured (the run clones HEAD {commit[:10]})")
     py, q = [sys.executable, "-m"], ["--quick"] if args.quick else []
@@ -204,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     smoke = ["--epochs", "1"] if args.quick else []
     ref_b = step("ref_dynamic", py + ["bench.finetune_reference", "--data", str(data), "--padding", "dynamic"] + smoke)
     ref_a = step("ref_max_length", py + ["bench.finetune_reference", "--data", str(data), "--padding", "max_length"] + smoke)
+    # (c): the clone's params.yaml (in --quick already 1 epoch, 600 rows), so it runs the recipe ours ran
+    ref_c = step("ref_tuned", py + ["bench.finetune_reference", "--data", str(data), "--padding", "tuned",
+                                    "--params", str(root / "params.yaml")])
     inference = step("inference", py + ["bench.inference", "--model", str(root / "models/finetuned")] + q)
     tok = step("tokenization", py + ["bench.tokenization"] + q)
 
@@ -212,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit, "quick": args.quick,
                "flops_per_token": flops, "non_embedding_params": n_params, "peak": peak, "ours": me,
                "levers_table": levers["markdown"] + [""] + prof["markdown"], "inference_table": inference_table(inference),
-               "tokenization_table": tokenization_table(tok),
-               **summarize(peak, me, ref_a, ref_b, inference, tok, flops),
+               "tokenization_table": tokenization_table(tok), "ab_epochs": 1 if args.quick else 3,
+               "ref_c": {k: ref_c[k] for k in ("precision", "config", "train", "test", "validation", "best_epoch")},
+               **summarize(peak, me, ref_a, ref_b, ref_c, inference, tok, flops),
                "seconds": round(time.perf_counter() - t0, 1), "loadavg": {"start": load, "end": os.getloadavg()},
                "machine": machine_info()}
     (out / "speed.json").write_text(json.dumps(summary, indent=2) + "\n")

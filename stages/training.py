@@ -56,7 +56,8 @@ class Loop:
     seen: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # training loops only: validation and checkpoint saves left out
+    epoch_seconds: float = 0.0  # this epoch's, so far
     loss_sum: float = 0.0  # this epoch's, over its batches so far
     resumed_from: int = 0  # the step a resume started from (0: a fresh start)
 
@@ -156,12 +157,12 @@ def train(model, rows, collate: Collate, validate: Validate, p: FinetuneParams, 
                 callbacks.on_step(loop.step, {"train_loss": loop.loss_sum / loop.batch, "learning_rate": lr})
             progress.update(loop.step, epoch, loop.loss_sum / loop.batch)
             if checkpoints is not None and checkpoints.due(loop.step) and loop.batch < len(batches):
-                loop.train_seconds += time.perf_counter() - t0
+                loop.epoch_seconds += time.perf_counter() - t0
                 save()
                 t0 = time.perf_counter()
             if loop.step >= total_steps:  # finetune.max_steps: the epoch ends here
                 break
-        epoch_seconds = time.perf_counter() - t0
+        epoch_seconds = loop.epoch_seconds + time.perf_counter() - t0
         loop.train_seconds += epoch_seconds
         model = acc.unwrap_model(wrapped, keep_fp32_wrapper=True)
         val = validate(model, dtype)
@@ -181,7 +182,7 @@ def train(model, rows, collate: Collate, validate: Validate, p: FinetuneParams, 
             if loop.bad_epochs >= p.early_stopping_patience and epoch < p.epochs:
                 res["stopped_early"] = True
                 log.info("early stop: no %s gain for %d epoch(s)", metric, loop.bad_epochs)
-        loop.epoch, loop.batch, loop.loss_sum = epoch + 1, 0, 0.0
+        loop.epoch, loop.batch, loop.loss_sum, loop.epoch_seconds = epoch + 1, 0, 0.0, 0.0
         save()
     progress.close()
     model = acc.unwrap_model(wrapped)  # and accelerate's autocast wrapper off forward: what follows runs in fp32
@@ -192,7 +193,7 @@ def train(model, rows, collate: Collate, validate: Validate, p: FinetuneParams, 
     result = TrainResult(**res)
     secs = max(loop.train_seconds, 1e-9)
     result.summary = {"best_epoch": result.best_epoch, f"best_val_{metric}": result.best_value,
-                      "epochs_run": len(result.history), "train_seconds": round(loop.train_seconds, 1),
+                      "epochs_run": len(result.history), "train_seconds": round(loop.train_seconds, 2),
                       "train_samples_per_s": round(loop.seen / secs, 2),
                       "train_real_tokens_per_s": round(loop.real_tokens / secs, 1),
                       "padding_share": round(1 - loop.real_tokens / max(loop.padded_tokens, 1), 4),

@@ -6,14 +6,15 @@ import tracemalloc
 
 import datasets
 import numpy as np
+import pytest
 import torch
 
 from stages import progress
 from stages.checkpoints import Checkpoints, inputs_key
 from stages.params import FinetuneParams
 from stages.tasks import get
-from stages.trainrows import GroupedBatches, token_lengths
 from stages.training import train
+from stages.trainrows import GroupedBatches, token_lengths
 
 SEQ = get("sequence_classification")
 CPU = torch.device("cpu")
@@ -90,3 +91,13 @@ def test_only_whole_checkpoints_count(tmp_path):
     assert not tmp_path.exists()
     Checkpoints(tmp_path, 10, keep=True).clear()  # keep_checkpoints: nothing removed (and no error when absent)
 
+
+
+def test_epoch_seconds_count_the_whole_epoch_across_checkpoints(tmp_path, tiny_model_dir):
+    model = SEQ.load_model(str(tiny_model_dir), ["no", "yes"])
+    p = FinetuneParams(epochs=2, batch_size=16, precision="fp32")
+    ckpt = Checkpoints(tmp_path / "ckpt", every_steps=3, keep=False)
+    result = train(model, toy_rows(640), SEQ.collate, no_validation, p, "accuracy", 0, CPU, checkpoints=ckpt)
+    seconds = [h["epoch_seconds"] for h in result.history]
+    assert sum(seconds) == pytest.approx(result.summary["train_seconds"], rel=0.05, abs=0.02)
+    assert all(s > 0 for s in seconds) and not (tmp_path / "ckpt").exists()  # removed after success
