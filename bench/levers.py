@@ -7,6 +7,10 @@ rows with one lever switched on at a time, interleaved in rounds so that driftin
 2. + length-grouped batches             (finetune.group_by_length)
 3. + fused AdamW                        (one kernel per optimizer step)
 4. + bf16 autocast                      (finetune.precision auto on a CPU with native bf16) = the default
+
+Then levers beyond the defaults, tried and not adopted (2 epochs each, the second epoch's speed: torch.compile
+spends the first compiling): the default again, + torch.compile (inductor, dynamic shapes: batch lengths vary),
++ dropout masks from `torch.rand(...) >= p` instead of `bernoulli_` (the profile's 17%).
 """
 
 from __future__ import annotations
@@ -43,6 +47,33 @@ def one(model_state, labels, rows, overrides: dict, fused: bool) -> dict:
     return {k: summary[k] for k in ("train_samples_per_s", "train_real_tokens_per_s", "padding_share", "precision")}
 
 
+def beyond(model_state, labels, rows, hook: str | None) -> dict:
+    """Two epochs of the default recipe with `hook` applied; the second epoch's speed and the first's extra seconds."""
+    import torch
+
+    from stages.params import FinetuneParams
+    from stages.tasks import get
+    from stages.training import train
+
+    task = get("sequence_classification")
+    model = task.load_model(model_state, labels)
+    if hook == "compile":
+        model.forward = torch.compile(model.forward, dynamic=True)
+    plain = torch.nn.Dropout.forward
+
+    def rand_dropout(self, x):
+        return x if not self.training or self.p == 0 else x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
+    with mock.patch.object(torch.nn.Dropout, "forward", rand_dropout if hook == "rand_dropout" else plain):
+        h = train(model, rows, task.collate, lambda m, d: {"accuracy": 0.0}, FinetuneParams(epochs=2, seed=42),
+                  "accuracy", 0, torch.device("cpu")).history
+    return {"samples_per_s": round(h[1]["train_samples_per_s"], 1),
+            "first_epoch_extra_s": round(h[0]["epoch_seconds"] - h[1]["epoch_seconds"], 1)}
+
+
+BEYOND = [("the default (bf16, grouped, fused)", None), ("+ torch.compile (inductor, dynamic=True)", "compile"),
+          ("+ dropout masks from torch.rand (not bernoulli_)", "rand_dropout")]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("data/tokenized"), help="the tokenize stage's output")
@@ -50,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("bench/results/levers.json"))
     ap.add_argument("--quick", action="store_true", help="320 rows, 1 round")
+    ap.add_argument("--no-beyond", action="store_true", help="skip the levers beyond the defaults")
     args = ap.parse_args(argv)
     from stages.cli import set_env_defaults
 
@@ -73,7 +105,18 @@ def main(argv: list[str] | None = None) -> int:
                 "|---|---|---|---|---|"]
     markdown += [f"| {n} | {t['samples_per_s']:.1f} | {t['real_tokens_per_s']:,.0f} | {t['padding_share']:.1%} | "
                  f"{t['samples_per_s'] / base:.2f}x |" for n, t in table.items()]
-    result = {"benchmark": "levers", "command": command_line("bench.levers", argv),
+    extra = {}
+    if not args.no_beyond:
+        for name, hook in BEYOND:
+            extra[name] = beyond(PACKAGED_MODEL, labels, data, hook)
+            print(f"{name}: {extra[name]}", flush=True)
+        base2 = extra[BEYOND[0][0]]["samples_per_s"]
+        markdown += ["", (f"Beyond the defaults, tried and not adopted (the second of 2 epochs on the same {rows} rows; "
+                          "the first epoch's extra seconds are compilation and warm-up):"), "",
+                     "| | samples/s | vs the default | first epoch's extra seconds |", "|---|---|---|---|"]
+        markdown += [f"| {n} | {t['samples_per_s']:.1f} | {t['samples_per_s'] / base2:.2f}x | {t['first_epoch_extra_s']:.0f} s |"
+                     for n, t in extra.items()]
+    result = {"benchmark": "levers", "command": command_line("bench.levers", argv), "beyond": extra,
               "rows": rows, "rounds": rounds, "levers": table, "markdown": markdown,
               "loadavg": {"start": load, "end": os.getloadavg()}, "machine": machine_info()}
     write_result(args.out, result)

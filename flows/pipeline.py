@@ -115,7 +115,7 @@ def _build_flow():
 
     @flow(name="nlp-transfer-pipeline", log_prints=True)
     def pipeline(only_if_changed: bool = False, push: bool = False, retries: int = 0,
-                 restore_on_failure: bool = False) -> dict:
+                 restore_on_failure: bool = False, retry_delay: float = 30) -> dict:
         log = get_run_logger()
         if only_if_changed:
             pending = changed_stages()
@@ -126,7 +126,8 @@ def _build_flow():
         results = []
         try:
             for stage in stage_names():  # sequential: each stage consumes the previous one's outputs
-                results.append(run_stage.with_options(retries=retries, retry_delay_seconds=30)(stage))
+                # a retried finetune resumes from its newest checkpoint (stages.checkpoints), not from step 0
+                results.append(run_stage.with_options(retries=retries, retry_delay_seconds=retry_delay)(stage))
         except Exception:
             if restore_on_failure:
                 log.error("a stage failed; restored %s", recover.restore())
@@ -150,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.split("\n\n")[0])
     ap.add_argument("--only-if-changed", action="store_true", help="skip the run when dvc status is clean")
     ap.add_argument("--push", action="store_true", help="dvc push after the run (needs a DVC remote)")
-    ap.add_argument("--retries", type=int, default=0, help="retries per stage task")
+    ap.add_argument("--retries", type=int, default=0, help="retries per stage task (finetune resumes from its checkpoint)")
+    ap.add_argument("--retry-delay", type=float, default=30, help="seconds before a retry (default 30)")
     ap.add_argument("--restore-on-failure", action="store_true",
                     help="when a stage fails, put back the last good run's outputs (python -m flows.recover)")
     ap.add_argument("--serve", action="store_true", help="serve a scheduled deployment (needs prefect server start)")
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     set_env_defaults()
     pipeline = _build_flow()
     params = {"only_if_changed": args.only_if_changed, "push": args.push, "retries": args.retries,
-              "restore_on_failure": args.restore_on_failure}
+              "restore_on_failure": args.restore_on_failure, "retry_delay": args.retry_delay}
     if args.serve:  # the scheduled run retrains only when new data or params arrived; a bad night keeps the last good
         pipeline.serve(name=args.name, cron=args.cron,
                        parameters=params | {"only_if_changed": True, "restore_on_failure": True})

@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -75,7 +76,9 @@ def test_one_mlflow_run_holds_everything(project):
     for split, context in (("train", "training"), ("validation", "validation"), ("test", "test")):
         d = inputs[f"data/source/reviews.csv/{split}"]
         assert d.dataset.digest == file_md5(project / f"data/augmented/{split}.parquet")  # DVC's hash of the file
-        assert {t.key: t.value for t in d.tags}["mlflow.data.context"] == context
+        tags = {t.key: t.value for t in d.tags}
+        assert tags["mlflow.data.context"] == context
+        assert tags["rows"] == str(len(pd.read_parquet(project / f"data/augmented/{split}.parquet")))  # from the footer
     # summary numbers: the test set's own, its interval, the baselines' score; per class as a table, not 40 charts
     single = sorted(k for k in m if len(client.get_metric_history(run.info.run_id, k)) == 1)
     assert "test_f1_positive" not in m and "baseline_majority_f1_macro" not in m and len(single) <= 13, single

@@ -106,3 +106,28 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_model_dir):
     assert got.keys() == uninterrupted.keys()
     assert all((got[k] == uninterrupted[k]).all() for k in got), "resumed weights differ from the uninterrupted run's"
     assert not checkpoints(root)
+
+
+def test_the_flow_retries_a_killed_finetune_and_it_resumes(tmp_path, tiny_model_dir):
+    """`python -m flows.pipeline --retries 1`: finetune is SIGKILLed after a checkpoint, Prefect retries the stage
+    through dvc, and the retry continues from the checkpoint instead of step 0."""
+    import psutil
+
+    root = make_project(tmp_path, BASE | {"model": {"name": str(tiny_model_dir)}, "register": {"model_name": "toy"},
+                                          "finetune": {"epochs": 2, "batch_size": 8, "checkpoint_every_steps": 40}})
+    write_reviews(root / "data/source/reviews.csv", 2500)
+    flow = subprocess.Popen([sys.executable, "-m", "flows.pipeline", "--retries", "1", "--retry-delay", "1"], cwd=root,
+                            env=project_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, killed = time.monotonic() + 600, False
+    while not killed and flow.poll() is None:
+        assert time.monotonic() < deadline
+        if [c for c in checkpoints(root) if int(c.name[5:]) >= 120]:
+            for p in psutil.process_iter(["cmdline", "cwd"]):
+                if "stages.finetune" in (p.info["cmdline"] or []) and p.info["cwd"] == str(root):
+                    p.kill()
+                    killed = True
+        time.sleep(0.05)
+    out, _ = flow.communicate(timeout=600)
+    assert killed and flow.returncode == 0, out[-3000:]
+    assert "resumed from step" in out and "Retry 1/1" in out, out[-3000:]
+    assert run_in(root, "dvc", "status").stdout.strip() == "Data and pipelines are up to date."
