@@ -47,6 +47,29 @@ def finetune(root: Path, env: dict, processes: int, threads: int, log: Path) -> 
             "losses": steps["train_loss"].tolist(), "val_accuracy": float(curves["val_accuracy"].iloc[-1])}
 
 
+def render(one: dict, many: dict, steps: int, batch: int) -> tuple[list[str], float]:
+    """The markdown table and notes; the largest per-step loss difference."""
+    import statistics
+
+    diff = max(abs(a - b) for a, b in zip(one["losses"], many["losses"], strict=True))
+    rows = []
+    for r in (one, many):
+        s = r["summary"]
+        rows.append(f"| {r['processes']} process(es) x {r['threads']} thread(s) | {s['precision']} | "
+                    f"{s['train_samples_per_s']:.1f} | {s['train_seconds']:.0f} s | {r['wall_s']:.0f} s | "
+                    f"{statistics.mean(r['losses'][-50:]):.4f} | {r['val_accuracy']:.4f} |")
+    n = many["processes"]
+    table = [f"| {steps} steps, global batch {batch} | precision | train samples/s | training loop | process wall | "
+             "mean loss, last 50 steps | validation accuracy |", "|---|---|---|---|---|---|---|", *rows, "",
+             f"Single steps differ (largest per-step loss difference {diff:.2f}): with dropout on, each of the {n} "
+             "processes draws its own masks, so a step's loss is another sample of the same noise; the run agrees "
+             "(the last 50 steps' mean loss and the validation accuracy). With dropout 0 and fp32, "
+             "tests/test_engine_e2e.py checks the per-step losses of 2 processes against 1 to 1e-5.",
+             f"{n} processes / 1 process, train samples/s: "
+             f"{many['summary']['train_samples_per_s'] / one['summary']['train_samples_per_s']:.2f}x."]
+    return table, diff
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -69,19 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     n = args.processes
     one = finetune(root, env, 1, n, tmp / "one.log")
     many = finetune(root, env, n, 1, tmp / "many.log")
-    diff = max(abs(a - b) for a, b in zip(one["losses"], many["losses"], strict=True))
-    rows = []
-    for r in (one, many):
-        s = r["summary"]
-        rows.append(f"| {r['processes']} process(es) x {r['threads']} thread(s) | {s['precision']} | "
-                    f"{s['train_samples_per_s']:.1f} | {s['train_seconds']:.0f} s | {r['wall_s']:.0f} s | "
-                    f"{r['val_accuracy']:.4f} |")
-    table = [f"| {args.steps} steps, global batch {params['finetune']['batch_size']} | precision | train samples/s | "
-             "training loop | process wall | validation accuracy |", "|---|---|---|---|---|---|", *rows,
-             "", f"Largest per-step train-loss difference between the two: {diff:.2e} "
-             f"({one['summary']['precision']} autocast: the {n} processes pad their halves of a batch separately).",
-             f"{n} processes / 1 process, train samples/s: "
-             f"{many['summary']['train_samples_per_s'] / one['summary']['train_samples_per_s']:.2f}x."]
+    table, diff = render(one, many, args.steps, params["finetune"]["batch_size"])
     result = {"command": command_line("bench.ddp", argv), "machine": machine_info(), "one": one, "many": many,
               "max_step_loss_diff": diff, "markdown": table}
     write_result(args.out, result)
