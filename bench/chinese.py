@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.common import command_line, finish, machine_info, project_args, repro, repro_in_clone
+from bench.common import command_line, committed_params, finish, machine_info, project_args, repro, repro_in_clone
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "chinese"
@@ -27,13 +27,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "chinese"
 
 def project_params(max_train: int | None, epochs: int | None) -> dict:
     """params.yaml as committed, reading the ChnSentiCorp CSV (columns label, review; 1 positive, 0 negative)."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["ingest"] |= {"source": "data/source/chnsenticorp_hotel.csv", "text_column": "review",
-                         "label_names": ["negative", "positive"], "max_rows": max_train}
-    params["register"]["model_name"] = "chnsenticorp"
-    if epochs:
-        params["finetune"]["epochs"] = epochs
-    return params
+    return committed_params("chnsenticorp", epochs, source="data/source/chnsenticorp_hotel.csv", text_column="review",
+                            label_names=["negative", "positive"], max_rows=max_train)
 
 
 def main(argv: list[str] | None = None) -> int:

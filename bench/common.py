@@ -143,6 +143,21 @@ def project_args(doc: str, data: Path, out: Path, argv: list[str] | None) -> arg
     return ap.parse_args(argv)
 
 
+def committed_params(model_name: str, epochs: int | None, task: str | None = None, **ingest) -> dict:
+    """This repo's params.yaml as committed, switched to another data set: `ingest` keys merged in, the registered model
+    named `model_name`, `task` and `finetune.epochs` (smoke runs) when given. The project benchmarks' starting point."""
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["ingest"] |= ingest
+    params["register"]["model_name"] = model_name
+    if task:
+        params["task"] = task
+    if epochs:
+        params["finetune"]["epochs"] = epochs
+    return params
+
+
 def repro_in_clone(repo: Path, prefix: str, files: dict[str, str], params: dict, log: Path):
     """Clone HEAD of `repo` into a temp dir, write `files` ({path in the project: text}) and params.yaml there, run
     `dvc repro` with this interpreter's tools; returns (temp dir, project root, commit, env, proc, wall seconds) and

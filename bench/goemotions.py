@@ -18,9 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-from bench.common import command_line, finish, machine_info, project_args, repro_in_clone
+from bench.common import command_line, committed_params, finish, machine_info, project_args, repro_in_clone
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "goemotions"
@@ -29,15 +27,9 @@ FILES = {"train.tsv": "train", "dev.tsv": "validation", "test.tsv": "test"}
 
 def project_params(names: list[str], max_train: int | None, epochs: int | None) -> dict:
     """params.yaml as committed, switched to multi-label on the GoEmotions files."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["task"] = "multilabel_classification"
-    params["ingest"] |= {"source": "data/source/train.tsv", "validation_file": "data/source/dev.tsv",
-                         "test_file": "data/source/test.tsv", "label_column": "labels", "label_separator": ",",
-                         "label_names": names, "max_rows": max_train}
-    params["register"]["model_name"] = "goemotions"
-    if epochs:
-        params["finetune"]["epochs"] = epochs
-    return params
+    return committed_params("goemotions", epochs, "multilabel_classification", source="data/source/train.tsv",
+                            validation_file="data/source/dev.tsv", test_file="data/source/test.tsv",
+                            label_column="labels", label_separator=",", label_names=names, max_rows=max_train)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 from bench.common import command_line, machine_info, peak_rss_mb, report_targets, target, write_result
-from bench.tokenization import MODEL, check, project_params, run_measured, worker_prepare
+from bench.tokenization import MODEL, check, project_params, run_measured, worker_prepare, worker_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("clean", "augment", "tokenize", "finetune")
@@ -222,13 +222,8 @@ def one_size(n: int, base: Path, args: argparse.Namespace, env: dict, lengths_ou
     (project / "params.yaml").write_text(yaml.safe_dump(memory_params(args.steps), sort_keys=False))
     log = base / f"n{n}.log"
     py = [sys.executable]
-    me = [*py, "-m", "bench.memory", "--project", str(project), "--seed", str(args.seed)]
+    worker = worker_runner("bench.memory", project, base / f"n{n}", env, log, "--seed", str(args.seed))
     result: dict = {"n": n, "loadavg_start": os.getloadavg()}
-
-    def worker(kind: str, *extra: str) -> tuple[dict, dict]:
-        out = base / f"n{n}-{kind}.json"
-        m = check(run_measured([*me, "--worker", kind, "--result", str(out), *extra], project, env, log), kind, log)
-        return json.loads(out.read_text()), m
 
     result["data"], result["prepare_process"] = worker("prepare", "--n", str(n), "--eval-rows", str(args.eval_rows))
     for stage in STAGES:

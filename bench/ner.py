@@ -14,9 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from bench.common import command_line, finish, machine_info, project_args, read_conll, repro_in_clone
+from bench.common import (command_line, committed_params, finish, machine_info, project_args, read_conll,
+                          repro_in_clone)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "conll2003"
@@ -24,29 +23,22 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "conll2003"
 
 def project_params(max_train: int | None, epochs: int | None) -> dict:
     """params.yaml as committed, switched to NER on the CoNLL files: the 'default NER params'."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["task"] = "token_classification"
-    params["ingest"] |= {"source": "data/source/train.txt", "validation_file": "data/source/dev.txt",
-                         "test_file": "data/source/test.txt", "max_rows": max_train}
-    params["register"]["model_name"] = "conll2003-ner"
-    if epochs:
-        params["finetune"]["epochs"] = epochs
-    return params
+    return committed_params("conll2003-ner", epochs, "token_classification", source="data/source/train.txt",
+                            validation_file="data/source/dev.txt", test_file="data/source/test.txt", max_rows=max_train)
 
 
 def score_full_test(model_dir: Path, test_file: Path) -> dict:
     """The trained model on every test.txt sentence (also those clean drops as duplicates or train leaks),
     scored with the same seqeval calls as the reference."""
+    import pandas as pd
     import torch
 
     from stages.align import tokenize_sentences
+    from stages.entities import entity_scores, per_type
     from stages.modeling import load_tokenizer
     from stages.params import TokenizeParams
     from stages.tasks import get
-    from stages.entities import entity_scores, per_type
     from stages.tasks.token import split_predictions
-
-    import pandas as pd
 
     words, tags = read_conll(test_file)
     meta = json.loads((model_dir / "pipeline.json").read_text())

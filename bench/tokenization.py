@@ -65,6 +65,18 @@ def run_measured(cmd: list[str], cwd: Path, env: dict, log: Path) -> dict:
             "cpu_user_s": round(ru.ru_utime, 2), "cpu_sys_s": round(ru.ru_stime, 2), "rc": proc.returncode}
 
 
+def worker_runner(module: str, project: Path, prefix: Path, env: dict, log: Path, *common: str):
+    """worker(kind, *extra) → (its JSON result, its process measures): `python -m <module> --worker <kind>` on
+    `project`, run measured and checked; its result file is `<prefix>-<kind>.json`. The scaling benchmarks' workers."""
+    me = [sys.executable, "-m", module, "--project", str(project), *common]
+
+    def worker(kind: str, *extra: str) -> tuple[dict, dict]:
+        out = prefix.with_name(f"{prefix.name}-{kind}.json")
+        m = check(run_measured([*me, "--worker", kind, "--result", str(out), *extra], project, env, log), kind, log)
+        return json.loads(out.read_text()), m
+    return worker
+
+
 def check(m: dict, what: str, log: Path) -> dict:
     if m["rc"]:
         tail = log.read_text(errors="replace")[-3000:]
@@ -193,13 +205,8 @@ def one_size(n: int, base: Path, args: argparse.Namespace, env: dict) -> dict:
     (project / "params.yaml").write_text(yaml.safe_dump(project_params(args.max_length), sort_keys=False))
     log = base / f"n{n}.log"
     py = [sys.executable]
-    me = [*py, "-m", "bench.tokenization", "--project", str(project)]
+    worker = worker_runner("bench.tokenization", project, base / f"n{n}", env, log)
     result = {"n": n, "loadavg_start": os.getloadavg()}
-
-    def worker(kind: str, *extra: str) -> tuple[dict, dict]:
-        out = base / f"n{n}-{kind}.json"
-        m = check(run_measured([*me, "--worker", kind, "--result", str(out), *extra], project, env, log), kind, log)
-        return json.loads(out.read_text()), m
 
     result["data"], result["prepare_process"] = worker("prepare", "--n", str(n), "--seed", str(args.seed))
     for stage in STAGES:

@@ -29,13 +29,13 @@ def relaunch(module: str, processes: int) -> int | None:
     return subprocess.run(cmd, env=env, check=False).returncode
 
 
-def distributed_state(device: str):
-    """accelerate's PartialState: joins the launcher's process group (gloo on CPU, NCCL on CUDA) when there is one.
-    Every process but the first logs warnings only, so a log reads as one process's."""
-    import torch
+def distributed_state(device):
+    """accelerate's PartialState on `device`'s type (stages.modeling.pick_device): joins the launcher's process group
+    (gloo on CPU, NCCL on CUDA) when there is one. Every process but the first logs warnings only, so a log reads as
+    one process's."""
     from accelerate import PartialState
 
-    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())  # else accelerate sees no CPU group
+    state = PartialState(cpu=device.type == "cpu")  # on a CPU machine, cpu=False would make accelerate see no group
     if not state.is_main_process:
         logging.getLogger().setLevel(logging.WARNING)
     return state

@@ -91,6 +91,17 @@ def accelerator(device: torch.device, dtype: torch.dtype | None, p: FinetunePara
                        dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 
+def _global_batch(acc, loss: torch.Tensor, ids: torch.Tensor, n_tokens: torch.Tensor) -> tuple[float, int, int, int]:
+    """The whole global batch's (loss, rows, real tokens, padded tokens): every process's share summed, its loss the
+    mean of their means. One all-reduce per batch, and none on a single process."""
+    stats = torch.tensor([loss.item(), len(ids), n_tokens.item(), ids.numel()], dtype=torch.float64, device=acc.device)
+    if acc.num_processes > 1:
+        stats = acc.reduce(stats, "sum")
+        stats[0] /= acc.num_processes
+    batch_loss, rows, real, padded = stats.tolist()
+    return batch_loss, int(rows), int(real), int(padded)
+
+
 Validate = Callable[[torch.nn.Module, "torch.dtype | None"], dict[str, float]]  # model, autocast dtype → metrics
 Collate = Callable[[list, "object", int], torch.Tensor]  # (targets, row indices, padded width) → the labels= tensor
 
@@ -141,12 +152,9 @@ def train(model, rows, collate: Collate, validate: Validate, p: FinetuneParams, 
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-            # the whole global batch's numbers: every process's share summed (its loss: the mean of their means)
-            counts = acc.reduce(torch.stack([loss.detach().float(), torch.tensor(len(batch["input_ids"]), device=acc.device),
-                                             n_tokens.float(), torch.tensor(batch["input_ids"].numel(), device=acc.device)]).float(), "sum")
-            batch_loss, rows_, real, padded = (counts / torch.tensor([acc.num_processes, 1, 1, 1], device=acc.device)).tolist()
+            batch_loss, rows_, real, padded = _global_batch(acc, loss, batch["input_ids"], n_tokens)
             loop.batch, loop.loss_sum = loop.batch + 1, loop.loss_sum + batch_loss
-            loop.seen, loop.real_tokens, loop.padded_tokens = loop.seen + int(rows_), loop.real_tokens + int(real), loop.padded_tokens + int(padded)
+            loop.seen, loop.real_tokens, loop.padded_tokens = loop.seen + rows_, loop.real_tokens + real, loop.padded_tokens + padded
             if not acc.sync_gradients:
                 continue
             loop.step += 1
