@@ -149,6 +149,7 @@ def train(model, rows, collate: Collate, validate: Validate, p: FinetuneParams, 
                 acc.backward(loss)
                 if acc.sync_gradients:
                     acc.clip_grad_norm_(wrapped.parameters(), p.max_grad_norm)
+                lr = schedule.get_last_lr()[0]  # the rate this step uses (the schedule moves on below)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -158,7 +159,6 @@ def train(model, rows, collate: Collate, validate: Validate, p: FinetuneParams, 
             if not acc.sync_gradients:
                 continue
             loop.step += 1
-            lr = schedule.get_last_lr()[0]
             res["steps"].append({"step": loop.step, "epoch": round(epoch - 1 + loop.batch / len(batches), 4),
                                  "train_loss": batch_loss, "learning_rate": lr})
             if loop.step % p.log_every_steps == 0:

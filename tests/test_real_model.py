@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import make_project, run_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-MIN_SLICE_F1 = 0.3  # measured 0.401 (majority: 0.0); the full data reaches ~0.85
+MIN_SLICE_F1 = 0.5  # measured 0.679 / 0.686 / 0.703 with seeds 1 / 2 / 42 (majority: 0.0); the full data reaches ~0.85
 
 
 def test_packaged_minilm_learns_sentiment(tmp_path):
@@ -38,7 +38,9 @@ def test_packaged_minilm_learns_conll_slice(tmp_path):
         "task": "token_classification",
         "ingest": {"source": "data/source/train.conll", "validation_file": "data/source/dev.conll",
                    "test_file": "data/source/test.conll", "max_rows": 1000},
-        "finetune": {"epochs": 2, "learning_rate": 1e-4},
+        # 2 epochs at 1e-4 (58 steps) left the model half-way: test F1 0.24-0.43 over 6 seeds, on either training
+        # engine, under a 0.3 bar that one batch order passed and the next failed
+        "finetune": {"epochs": 3, "learning_rate": 2e-4},
         "evaluate": {"baselines": ["majority"]}, "register": {"model_name": "conll-slice"}})
     for split, n in (("train", None), ("dev", 300), ("test", 300)):
         blocks = (CONLL / f"{split}.txt").read_text().split("\n\n")
