@@ -95,7 +95,9 @@ class TokenizeParams(Strict):
         return self
 
 
-class FinetuneParams(Strict):
+class TrainingParams(Strict):
+    """What the training loop (stages.training) reads: `finetune` and `pretrain` both train with it."""
+
     learning_rate: float = Field(5e-5, gt=0)
     batch_size: int = Field(32, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
@@ -119,6 +121,60 @@ class FinetuneParams(Strict):
     checkpoint_every_steps: int = Field(100, ge=0)  # optimizer steps between checkpoints (0: only at epoch ends)
     keep_checkpoints: bool = False  # keep them after a successful run (else removed)
     checkpoint_dir: str = ".checkpoints"  # outside the DVC outputs; a subfolder per set of inputs (data + params)
+
+
+class FreezeParams(Strict):
+    embeddings: bool = True  # strategy freeze: the embedding layer stays as pretrained
+    layers: int = Field(0, ge=0)  # ... and the lowest N encoder layers
+
+
+class LoraParams(Strict):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)  # the update is scaled by alpha / r
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] = ["query", "value"]  # module names (suffixes) of the encoder that get an adapter
+
+
+class AdaLoraParams(Strict):
+    init_r: int = Field(12, ge=1)  # rank each adapted matrix starts with
+    target_r: int = Field(4, ge=1)  # average rank the budget is pruned down to
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] = ["query", "key", "value", "dense"]
+    # the budget schedule, as shares of the run's optimizer steps: full rank for the first `tinit`, then pruned
+    # (every `delta_t` steps) down to target_r, which the last `tfinal` trains at
+    tinit: float = Field(0.1, ge=0, lt=1)
+    tfinal: float = Field(0.2, ge=0, lt=1)
+    delta_t: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> AdaLoraParams:
+        if self.tinit + self.tfinal >= 1:
+            raise ValueError("tinit + tfinal must leave steps for pruning (their sum is below 1)")
+        if self.target_r > self.init_r:
+            raise ValueError("target_r is above init_r: the budget only shrinks")
+        return self
+
+
+class IA3Params(Strict):
+    target_modules: list[str] = ["key", "value", "output.dense"]
+    feedforward_modules: list[str] = ["output.dense"]  # of target_modules: those scaled on their input (FFN)
+
+
+class FinetuneParams(TrainingParams):
+    # full: every weight trains | freeze: embeddings and/or the lowest `freeze.layers` encoder layers stay fixed |
+    # head_only: only the task head trains (a linear probe by gradient) | lora / adalora / ia3: peft adapters
+    strategy: Literal["full", "freeze", "head_only", "lora", "adalora", "ia3"] = "full"
+    freeze: FreezeParams = FreezeParams()
+    # layer-wise learning-rate decay: the head and top encoder layer train at learning_rate, each layer below at this
+    # factor times the one above, the embeddings below the lowest layer (1.0: one rate for all)
+    layer_lr_decay: float = Field(1.0, gt=0, le=1)
+    lora: LoraParams = LoraParams()
+    adalora: AdaLoraParams = AdaLoraParams()
+    ia3: IA3Params = IA3Params()
+    # none | balanced (n / (k x count) per class; multi-label: pos_weight = negatives / positives per label) |
+    # {label: weight} for the labels named (others 1.0)
+    class_weights: Literal["none", "balanced"] | dict[str, float] = "none"
     # multi-label: per_label / global thresholds tuned on validation (max F1), or one fixed probability for every label
     threshold: Literal["per_label", "global"] | float = "per_label"
 

@@ -17,7 +17,7 @@ import torch
 
 from stages.checkpoints import Checkpoints
 from stages.modeling import autocast_dtype
-from stages.params import FinetuneParams
+from stages.params import TrainingParams
 from stages.progress import Progress
 from stages.trainrows import loader
 
@@ -66,7 +66,7 @@ def _better(value: float, best: float, metric: str) -> bool:
     return math.isnan(best) or (value < best if metric == "loss" else value > best)
 
 
-def _optimizer(model, p: FinetuneParams) -> torch.optim.Optimizer:
+def _optimizer(model, p: TrainingParams) -> torch.optim.Optimizer:
     # No weight decay on biases and LayerNorm weights (BERT's recipe).
     trainable = [w for w in model.parameters() if w.requires_grad]
     decay, rest = [w for w in trainable if w.ndim > 1], [w for w in trainable if w.ndim <= 1]
@@ -77,7 +77,7 @@ def _optimizer(model, p: FinetuneParams) -> torch.optim.Optimizer:
                               {"params": rest, "weight_decay": 0.0}], lr=p.learning_rate, fused=fused or None)
 
 
-def accelerator(device: torch.device, dtype: torch.dtype | None, p: FinetuneParams):
+def accelerator(device: torch.device, dtype: torch.dtype | None, p: TrainingParams):
     """accelerate's Accelerator for this run. split_batches: `batch_size` is the global batch, each of N processes
     trains on 1/N of it, so N processes take the same optimizer steps as one."""
     from accelerate import Accelerator, DataLoaderConfiguration
@@ -106,7 +106,7 @@ Validate = Callable[[torch.nn.Module, "torch.dtype | None"], dict[str, float]]  
 Collate = Callable[[list, "object", int], torch.Tensor]  # (targets, row indices, padded width) → the labels= tensor
 
 
-def train(model, rows, collate: Collate, validate: Validate, p: FinetuneParams, metric: str, pad_id: int,
+def train(model, rows, collate: Collate, validate: Validate, p: TrainingParams, metric: str, pad_id: int,
           device: torch.device, callbacks: Callbacks = NoCallbacks(), checkpoints: Checkpoints | None = None) -> TrainResult:
     """Fine-tune `model` in place on `rows` (a datasets.Dataset of input_ids and label); on return it holds the weights
     of the best validation epoch by `metric`. `collate(labels, idx, width)` gives a batch's `labels=` tensor; the model
