@@ -20,10 +20,12 @@ from stages.io import PipelineError, atomic_dir, read_json, write_json
 from stages.launch import distributed_state, relaunch
 from stages.modeling import load_tokenizer, pick_device
 from stages.params import FinetuneParams
+from stages.strategies import Strategy, class_weights, parameter_counts, peak_memory_mb
 from stages.tasks.base import Task
 from stages.training import Callbacks, NoCallbacks, TrainResult, train
 
 IN, OUT, TEXTS = Path("data/tokenized"), Path("models/finetuned"), Path("data/augmented")  # TEXTS: what was tokenized
+ADAPTER = Path("models/adapter")  # the unmerged peft adapter (lora/adalora/ia3) and strategy.json: its own small artifact
 SUMMARY, CURVES, STEPS = Path("reports/train.json"), Path("reports/train_curves.csv"), Path("reports/train_steps.csv")
 PIPELINE_FILE = "pipeline.json"  # what serving needs beyond the HF folder: task, max_length, labels, task extras
 REPORTS = ("reports/clean.json", "reports/tokenize.json", "reports/augment.json")
@@ -35,16 +37,22 @@ class Finetuned:
     result: TrainResult
     metric: str  # the validation metric the best epoch was chosen by
     extras: dict  # the task's additions to pipeline.json (e.g. thresholds)
+    strategy: Strategy  # holds the trained model (adapters unmerged): .final() merges, .save_adapter() saves them
+    counts: dict  # trainable / total parameters
 
 
 def finetune(task: Task, model, dd, labels: list[str], p: FinetuneParams, pad_id: int, device,
              callbacks: Callbacks, checkpoints: Checkpoints | None = None) -> Finetuned:
-    """Pure core: train `model` in place on dd['train'], choosing the epoch on dd['validation']."""
+    """Pure core: train `model` on dd['train'] by `finetune.strategy`, choosing the epoch on dd['validation']."""
     validate = task.validator(dd["validation"], labels, p, pad_id, device)
     metric = task.metric(p.best_metric)
-    result = train(model, task.train_rows(dd["train"]), task.collate, validate, p, metric, pad_id, device, callbacks,
-                   checkpoints)
-    return Finetuned(result, metric, task.model_extras(model, dd["validation"], labels, p, pad_id, device))
+    rows, strategy = task.train_rows(dd["train"]), Strategy(p)
+    weights = class_weights(task, rows, labels, p.class_weights)
+    result = train(model, rows, task.collate, validate, p, metric, pad_id, device, callbacks, checkpoints,
+                   strategy=strategy, loss_fn=None if weights is None else task.class_loss(weights))
+    trained = strategy.trained
+    return Finetuned(result, metric, task.model_extras(trained, dd["validation"], labels, p, pad_id, device), strategy,
+                     parameter_counts(trained))
 
 
 def checkpoints_for(params, p: FinetuneParams, main: bool) -> Checkpoints:
@@ -106,13 +114,19 @@ def main() -> None:
         result = out.result
         if not main:  # only the first process writes outputs, reports and the MLflow run
             return
+        with atomic_dir(ADAPTER) as tmp:  # before merging: merge_and_unload folds the adapter into the base weights
+            adapter_bytes = out.strategy.save_adapter(tmp)
+            write_json(tmp / "strategy.json", {"strategy": p.strategy, **out.counts, "adapter_bytes": adapter_bytes})
+        model = out.strategy.final()
         with atomic_dir(OUT) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             write_json(tmp / PIPELINE_FILE, {"task": task.name, "max_length": settings["max_length"], "labels": labels,
                                              "base_model": params.model.name, "torch": torch.__version__}
                        | settings.get("serving", {}) | out.extras)
-        summary = result.summary | {"device": str(device), "stopped_early": result.stopped_early}
+        sizes = {"adapter_bytes": adapter_bytes, "model_bytes": sum(f.stat().st_size for f in OUT.glob("*.safetensors"))}
+        summary = result.summary | {"device": str(device), "stopped_early": result.stopped_early, "strategy": p.strategy,
+                                    **out.counts, "peak_memory_mb": peak_memory_mb(device), **sizes}
         if result.summary["resumed_from_step"]:
             tracking.set_tags({"finetune.resumed_from_step": str(result.summary["resumed_from_step"])})
         pd.DataFrame(result.history).to_csv(CURVES, index=False)
@@ -120,7 +134,10 @@ def main() -> None:
         write_json(SUMMARY, summary)
         # The per-epoch curves (speed included) are the run's charts; of the summary only the number runs are
         # compared by (the rest is in reports/train.json): each number logged is one more single-point chart.
-        tracking.log_metrics({f"best_val_{out.metric}": float(result.best_value)})
+        tracking.log_metrics({f"best_val_{out.metric}": float(result.best_value), "peak_memory_mb": summary["peak_memory_mb"],
+                              **{k: float(v) for k, v in (out.counts | sizes).items()}})
+        if adapter_bytes:
+            tracking.log_artifacts([str(ADAPTER)], "adapter")
         tracking.log_artifacts([r for r in (*REPORTS, str(SUMMARY), str(CURVES), str(STEPS)) if Path(r).exists()],
                                "reports")
         tracking.save_run_file(run_id)

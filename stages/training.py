@@ -66,15 +66,16 @@ def _better(value: float, best: float, metric: str) -> bool:
     return math.isnan(best) or (value < best if metric == "loss" else value > best)
 
 
-def _optimizer(model, p: TrainingParams) -> torch.optim.Optimizer:
-    # No weight decay on biases and LayerNorm weights (BERT's recipe).
+def _optimizer(model, p: TrainingParams, groups: list[dict] | None = None) -> torch.optim.Optimizer:
+    """AdamW over the trainable weights; `groups` (a strategy's: per-layer rates) or, by default, BERT's recipe: no
+    weight decay on biases and LayerNorm weights."""
     trainable = [w for w in model.parameters() if w.requires_grad]
     decay, rest = [w for w in trainable if w.ndim > 1], [w for w in trainable if w.ndim <= 1]
+    groups = groups or [{"params": decay, "weight_decay": p.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     # fused: one kernel for the whole update instead of ~10 per tensor group (82 → 25 ms per step on 2 CPU
     # cores for MiniLM's 22.7M parameters, a quarter of a bf16 training step); same math as foreach.
     fused = all(w.device.type in ("cpu", "cuda") and w.is_floating_point() for w in trainable)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=p.learning_rate, fused=fused or None)
+    return torch.optim.AdamW(groups, lr=p.learning_rate, fused=fused or None)
 
 
 def accelerator(device: torch.device, dtype: torch.dtype | None, p: TrainingParams):
@@ -107,18 +108,24 @@ Collate = Callable[[list, "object", int], torch.Tensor]  # (targets, row indices
 
 
 def train(model, rows, collate: Collate, validate: Validate, p: TrainingParams, metric: str, pad_id: int,
-          device: torch.device, callbacks: Callbacks = NoCallbacks(), checkpoints: Checkpoints | None = None) -> TrainResult:
+          device: torch.device, callbacks: Callbacks = NoCallbacks(), checkpoints: Checkpoints | None = None, *,
+          strategy=None, loss_fn: Callable | None = None) -> TrainResult:
     """Fine-tune `model` in place on `rows` (a datasets.Dataset of input_ids and label); on return it holds the weights
     of the best validation epoch by `metric`. `collate(labels, idx, width)` gives a batch's `labels=` tensor; the model
-    computes its own loss from it. With `checkpoints`, the newest whole one is resumed from, and new ones are saved
-    every `finetune.checkpoint_every_steps` optimizer steps and after each epoch."""
+    computes its own loss from it, unless `loss_fn(logits, labels)` is given. `strategy` (stages.strategies) decides
+    what trains, at which rates, and wraps the model (then the trained model is `strategy.trained`). With
+    `checkpoints`, the newest whole one is resumed from, and new ones are saved every `finetune.checkpoint_every_steps`
+    optimizer steps and after each epoch."""
     dtype = autocast_dtype(device, p.precision)
     acc = accelerator(device, dtype, p)
     data, batches = loader(rows, collate, pad_id, p.batch_size, p.seed, p.group_by_length)
     steps_per_epoch = math.ceil(len(batches) / p.gradient_accumulation_steps)
     total_steps = min(steps_per_epoch * p.epochs, p.max_steps or steps_per_epoch * p.epochs)
     warmup = int(p.warmup_ratio * total_steps)
-    optimizer = _optimizer(model.to(acc.device), p)
+    if strategy is not None:  # freezing / adapters, once the step count is known (AdaLoRA's schedule needs it)
+        model = strategy.prepare(model.to(acc.device), total_steps)
+    optimizer = _optimizer(model.to(acc.device), p, strategy.param_groups(model) if strategy is not None else None)
+    after_step = strategy.after_step if strategy is not None else None
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warmup, then linear decay to 0
         optimizer, lambda s: s / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     wrapped, optimizer, data, schedule = acc.prepare(model, optimizer, data, schedule)
@@ -145,13 +152,18 @@ def train(model, rows, collate: Collate, validate: Validate, p: TrainingParams, 
         for batch in acc.skip_first_batches(data, loop.batch) if loop.batch else data:
             n_tokens = batch.pop("n_tokens")
             with acc.accumulate(wrapped):
-                loss = wrapped(**batch).loss
+                if loss_fn is None:
+                    loss = wrapped(**batch).loss
+                else:  # e.g. class weights: the task's loss on the logits (AdaLoRA's orthogonal penalty is then off)
+                    loss = loss_fn(wrapped(**{k: v for k, v in batch.items() if k != "labels"}).logits, batch["labels"])
                 acc.backward(loss)
                 if acc.sync_gradients:
                     acc.clip_grad_norm_(wrapped.parameters(), p.max_grad_norm)
                 lr = schedule.get_last_lr()[0]  # the rate this step uses (the schedule moves on below)
                 optimizer.step()
                 schedule.step()
+                if after_step is not None and acc.sync_gradients:  # AdaLoRA: importance from this step's gradients
+                    after_step(loop.step + 1)
                 optimizer.zero_grad(set_to_none=True)
             batch_loss, rows_, real, padded = _global_batch(acc, loss, batch["input_ids"], n_tokens)
             loop.batch, loop.loss_sum = loop.batch + 1, loop.loss_sum + batch_loss
@@ -193,7 +205,7 @@ def train(model, rows, collate: Collate, validate: Validate, p: TrainingParams, 
         loop.epoch, loop.batch, loop.loss_sum, loop.epoch_seconds = epoch + 1, 0, 0.0, 0.0
         save()
     progress.close()
-    model = acc.unwrap_model(wrapped)  # and accelerate's autocast wrapper off forward: what follows runs in fp32
+    model = acc.unwrap_model(wrapped, keep_fp32_wrapper=False)  # and accelerate's autocast wrapper off forward: what follows runs in fp32
     model.load_state_dict(best_state)
     acc.wait_for_everyone()
     if checkpoints is not None and acc.is_main_process:

@@ -144,6 +144,27 @@ class Task(ABC):
         that teach nothing left out."""
         return split
 
+    def label_column(self, split):
+        """The split's label column as pyarrow (no Python lists)."""
+        return split.with_format("arrow", columns=["label"])[:]["label"]
+
+    def balanced_weights(self, split, n_labels: int) -> np.ndarray:
+        """finetune.class_weights balanced: n / (k x count) per class (sklearn's 'balanced'); 1.0 for a class the
+        split lacks (it adds no loss term anyway)."""
+        y = self.label_column(split).to_numpy()
+        counts = np.bincount(y, minlength=n_labels)
+        return np.where(counts > 0, len(y) / (n_labels * np.maximum(counts, 1)), 1.0)
+
+    def class_loss(self, weights):
+        """loss(logits, labels) with a weight per class: the model's own cross-entropy, weighted (positions labelled
+        IGNORE add nothing)."""
+        import torch.nn.functional as F
+
+        def loss(logits, labels):
+            return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                   weight=weights.to(logits.device), ignore_index=-100)
+        return loss
+
     @abstractmethod
     def collate(self, targets: list, idx: np.ndarray, width: int):
         """The `labels=` tensor for rows `idx` of a batch padded to `width` positions."""

@@ -145,6 +145,22 @@ class MultiLabelClassification(SequenceClassification):
 
         return torch.as_tensor(np.asarray([targets[i] for i in idx], np.float32))
 
+    def balanced_weights(self, split, n_labels: int) -> np.ndarray:
+        """BCE's pos_weight per label: negatives / positives (1.0 for a label with no positive row)."""
+        import pyarrow.compute as pc
+
+        y = pc.list_flatten(self.label_column(split)).to_numpy().reshape(-1, n_labels)
+        pos = y.sum(0)
+        return np.where(pos > 0, (len(y) - pos) / np.maximum(pos, 1), 1.0)
+
+    def class_loss(self, weights):
+        """BCE with logits, `weights` as pos_weight (a positive of label j counts weights[j] times)."""
+        import torch.nn.functional as F
+
+        def loss(logits, labels):
+            return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=weights.to(logits.device))
+        return loss
+
     def _probs(self, model, split, p: FinetuneParams, pad_id: int, device, dtype=None):
         from stages.modeling import run_model
 

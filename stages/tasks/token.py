@@ -142,6 +142,13 @@ class TokenClassification(Task):
         keep = np.unique(rows)
         return split if len(keep) == len(split) else split.select(keep, keep_in_memory=True)
 
+    def label_column(self, split):
+        """Every labelled position's label id (the IGNORE ones left out): class weights count tokens."""
+        import pyarrow.compute as pc
+
+        flat = pc.list_flatten(split.with_format("arrow", columns=["label"])[:]["label"])
+        return flat.filter(pc.not_equal(flat, IGNORE))
+
     def collate(self, targets: list, idx: np.ndarray, width: int):
         """One label id per position, right-padded with IGNORE (no loss there)."""
         import torch
