@@ -94,9 +94,11 @@ def dvc(*args: str, env: dict[str, str] | None = None, log=None) -> str:
     return "\n".join(lines)
 
 
-def changed_stages() -> list[str]:
-    """Stages whose deps, params or outs changed since dvc.lock (the new-data check)."""
-    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True)
+def changed_stages(target: str | None = None) -> list[str]:
+    """Stages whose deps, params or outs changed since dvc.lock (the new-data check); with `target`, of that stage and
+    the stages it depends on."""
+    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *(["--with-deps", target] if target else [])],
+                          check=False, capture_output=True, text=True)
     if proc.returncode:  # stdout alone is the JSON: warnings on stderr must not break the parse
         raise RuntimeError(f"dvc status failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
     return list(json.loads(proc.stdout or "{}"))
@@ -147,6 +149,21 @@ def _build_flow():
     return pipeline
 
 
+def run_flow(flow, params: dict, prog: str, interrupted: str):
+    """Run `flow` once, now (on Prefect's temporary server unless PREFECT_API_URL names one); its result. A failed stage
+    or a bad param prints one line and exits 1; Ctrl-C prints `interrupted` and exits 130."""
+    if not os.environ.get("PREFECT_API_URL"):
+        _detach_temporary_server()
+    try:
+        return flow(**params)
+    except (RuntimeError, PipelineError) as e:
+        print(f"error: {prog}: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"error: {prog}: interrupted; {interrupted}", file=sys.stderr)
+        sys.exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.split("\n\n")[0])
     ap.add_argument("--only-if-changed", action="store_true", help="skip the run when dvc status is clean")
@@ -167,17 +184,8 @@ def main(argv: list[str] | None = None) -> None:
         pipeline.serve(name=args.name, cron=args.cron,
                        parameters=params | {"only_if_changed": True, "restore_on_failure": True})
         return
-    if not os.environ.get("PREFECT_API_URL"):
-        _detach_temporary_server()
-    try:
-        result = pipeline(**params)
-    except (RuntimeError, PipelineError) as e:
-        print(f"error: flows.pipeline: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("error: flows.pipeline: interrupted; the flow run is marked CRASHED, every stage that finished is "
-              "recorded in dvc.lock: run again to continue", file=sys.stderr)
-        sys.exit(130)
+    result = run_flow(pipeline, params, "flows.pipeline", "the flow run is marked CRASHED, every stage that finished "
+                      "is recorded in dvc.lock: run again to continue")
     print(json.dumps(result))
 
 

@@ -21,6 +21,7 @@ from stages.io import read_json, write_json
 
 MANIFEST, LOOP, BEST = "manifest.json", "loop.json", "best.safetensors"
 KEEP_LAST = 2  # the newest and the one before: the fallback when the newest turns out damaged
+NOT_SHAPING = {"checkpoint_every_steps", "keep_checkpoints", "checkpoint_dir", "log_every_steps"}  # left out of keys
 log = logging.getLogger(__name__)
 
 
@@ -30,11 +31,24 @@ def _sha256(path: Path) -> str:
 
 
 def inputs_key(data_dir: Path, shaping: dict) -> str:
-    """A short hash of every file under `data_dir` (bytes and relative path) and of the `shaping` params."""
+    """A short hash of every file under `data_dir` (bytes and relative path; or of the one file it names) and of the
+    `shaping` params."""
     h = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode())
-    for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+    for path in [data_dir] if data_dir.is_file() else sorted(p for p in data_dir.rglob("*") if p.is_file()):
         h.update(f"{path.relative_to(data_dir)}\0{_sha256(path)}\0".encode())
     return h.hexdigest()[:16]
+
+
+def stage_checkpoints(stage: str, data: Path, shaping: dict, p, main: bool) -> Checkpoints:
+    """A training stage's checkpoint folder, `<p.checkpoint_dir>/<stage>/<key>`: the key hashes `data`'s bytes,
+    `shaping` (model, ...) and every training param `p` holds but those saying where or how often checkpoints go, or
+    logging, so a resume only ever continues the same run. The first process hashes the data and tells the others
+    (every process reading ~0.5 GB at 1M rows would be N reads)."""
+    from accelerate.utils import broadcast_object_list
+
+    shaping = shaping | p.model_dump(mode="json", exclude=NOT_SHAPING)
+    key = broadcast_object_list([inputs_key(data, shaping) if main else None])[0]
+    return Checkpoints(Path(p.checkpoint_dir) / stage / key, p.checkpoint_every_steps, p.keep_checkpoints)
 
 
 class Checkpoints:

@@ -15,11 +15,12 @@ from pathlib import Path
 import pandas as pd
 
 from stages import lineage, tasks, tracking
-from stages.checkpoints import Checkpoints, inputs_key
+from stages.checkpoints import Checkpoints, stage_checkpoints
 from stages.io import PipelineError, atomic_dir, read_json, write_json
 from stages.launch import distributed_state, relaunch
 from stages.modeling import load_tokenizer, pick_device
 from stages.params import FinetuneParams
+from stages.pretrain import starting_point
 from stages.strategies import Strategy, class_weights, parameter_counts, peak_memory_mb
 from stages.tasks.base import Task
 from stages.training import Callbacks, NoCallbacks, TrainResult, train
@@ -55,16 +56,11 @@ def finetune(task: Task, model, dd, labels: list[str], p: FinetuneParams, pad_id
                      parameter_counts(trained))
 
 
-def checkpoints_for(params, p: FinetuneParams, main: bool) -> Checkpoints:
-    """This run's checkpoint folder: keyed by the tokenized data's bytes, the model and every param that shapes the
-    weights (not where or how often checkpoints go, nor logging), so a resume only ever continues the same run. The
-    first process hashes the data and tells the others (every process reading ~0.5 GB at 1M rows would be N reads)."""
-    from accelerate.utils import broadcast_object_list
-
-    shaping = {"model": params.model.name, "task": params.task} | p.model_dump(
-        mode="json", exclude={"checkpoint_every_steps", "keep_checkpoints", "checkpoint_dir", "log_every_steps"})
-    key = broadcast_object_list([inputs_key(IN, shaping) if main else None])[0]
-    return Checkpoints(Path(p.checkpoint_dir) / "finetune" / key, p.checkpoint_every_steps, p.keep_checkpoints)
+def checkpoints_for(params, p: FinetuneParams, main: bool, start: dict[str, str] | None = None) -> Checkpoints:
+    """This run's checkpoint folder (stages.checkpoints.stage_checkpoints): keyed by the tokenized data's bytes, the
+    model, the pre-trained weights it starts from if any (`start`: stages.pretrain.starting_point's tags) and every
+    param that shapes the weights."""
+    return stage_checkpoints("finetune", IN, {"model": params.model.name, "task": params.task} | (start or {}), p, main)
 
 
 def data_tags(settings: dict) -> dict[str, str]:
@@ -98,17 +94,18 @@ def main() -> None:
     device, main = state.device, state.is_main_process
     set_seed(p.seed)  # before the model: the new head's initial weights come from this seed
     tokenizer = load_tokenizer(params.model.name)
-    model = task.load_model(params.model.name, labels)
+    start, start_tags = starting_point(params.model.name)  # models/pretrained when pretrain ran; the tokenizer stays
+    model = task.load_model(start, labels)
     log.info("%s on %s x %d: %d train, %d validation rows, %d labels", params.model.name, device,
              state.num_processes, len(dd["train"]), len(dd["validation"]), len(labels))
-    checkpoints = checkpoints_for(params, p, main)
+    checkpoints = checkpoints_for(params, p, main, start_tags)
     run_id = tracking.start_run(params.tracking.experiment, params.model_dump(mode="json"),
                                 lineage.run_name(params.model.name, task.name)) if main else None
     try:
         if main:
             tracking.log_datasets(TEXTS, {"train": "training", "validation": "validation", "test": "test"},
                                   params.ingest.source)
-            tracking.set_tags(data_tags(settings))
+            tracking.set_tags(data_tags(settings) | start_tags)
         out = finetune(task, model, dd, labels, p, tokenizer.pad_token_id, device,
                        tracking.EpochLogger() if main else NoCallbacks(), checkpoints)
         result = out.result

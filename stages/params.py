@@ -185,6 +185,21 @@ class FinetuneParams(TrainingParams):
         return self
 
 
+class PretrainParams(TrainingParams):
+    """Domain-adaptive pre-training (stages.pretrain): masked-LM training of the encoder before finetune."""
+
+    enabled: bool = False  # off: models/pretrained only names the base model, and finetune starts from it
+    # null: the train split's texts (data/augmented); else a .txt (one text per line) or CSV/TSV/JSONL/Parquet file,
+    # best under data/source/ (the stage's DVC dep: a file elsewhere is read, but a change to it is not seen)
+    source: str | None = None
+    text_column: str = "text"  # the table column of texts (a column of word lists, as NER's tokens, is joined)
+    whole_word_mask: bool = False  # mask every sub-token of a chosen word together (transformers' rule: all [MASK])
+    mlm_probability: float = Field(0.15, gt=0, lt=1)  # share of tokens (whole words: of words) masked and predicted
+    holdout: float = Field(0.05, gt=0, lt=0.5)  # share of text windows held out for the MLM loss and perplexity
+    epochs: int = Field(1, ge=1)  # one pass over in-domain text moves the encoder; finetune then trains for real
+    best_metric: Literal["loss"] = "loss"  # the held-out MLM loss (lower is better); the only choice here
+
+
 class EvaluateParams(Strict):
     batch_size: int = Field(128, ge=1)
     baselines: list[Literal["majority", "frozen_probe", "tfidf"]] = ["majority", "frozen_probe"]
@@ -227,6 +242,7 @@ with warnings.catch_warnings():
         clean: CleanParams = CleanParams()
         augment: AugmentParams = AugmentParams()
         tokenize: TokenizeParams = TokenizeParams()
+        pretrain: PretrainParams = PretrainParams()
         finetune: FinetuneParams = FinetuneParams()
         evaluate: EvaluateParams = EvaluateParams()
         register: RegisterParams = RegisterParams()

@@ -18,6 +18,9 @@ from stages import credentials, lineage
 from stages.io import PipelineError, read_json, write_json
 
 RUN_FILE = Path("reports/mlflow_run.json")
+# Set by flows.sweep for its trials' stages: each trial's finetune run becomes a child of the sweep's run in the UI.
+PARENT_RUN_ENV, SWEEP_NAME_ENV, SWEEP_TRIAL_ENV = "NLP_PARENT_RUN_ID", "NLP_SWEEP_NAME", "NLP_SWEEP_TRIAL"
+SWEEP_TAGS = {PARENT_RUN_ENV: "mlflow.parentRunId", SWEEP_NAME_ENV: "sweep.name", SWEEP_TRIAL_ENV: "sweep.trial"}
 
 
 def tracking_uri() -> str:
@@ -69,10 +72,12 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def start_run(experiment: str, params: dict[str, Any], run_name: str) -> str:
-    """Open the pipeline's run; log every param once and the lineage tags. Returns the run id."""
+    """Open the pipeline's run; log every param once and the lineage tags (and, for a sweep's trial, its parent run
+    and trial number). Returns the run id."""
     mlflow = _mlflow()
     mlflow.set_experiment(experiment)
-    run = mlflow.start_run(run_name=run_name)
+    run = mlflow.start_run(run_name=run_name, tags={tag: os.environ[env] for env, tag in SWEEP_TAGS.items()
+                                                    if os.environ.get(env)} or None)
     mlflow.log_params({k: str(v) if isinstance(v, list) else v for k, v in flatten(params).items()})
     mlflow.set_tags(lineage.lineage_tags())
     return run.info.run_id

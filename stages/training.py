@@ -109,16 +109,16 @@ Collate = Callable[[list, "object", int], torch.Tensor]  # (targets, row indices
 
 def train(model, rows, collate: Collate, validate: Validate, p: TrainingParams, metric: str, pad_id: int,
           device: torch.device, callbacks: Callbacks = NoCallbacks(), checkpoints: Checkpoints | None = None, *,
-          strategy=None, loss_fn: Callable | None = None) -> TrainResult:
+          strategy=None, loss_fn: Callable | None = None, collator: Callable | None = None) -> TrainResult:
     """Fine-tune `model` in place on `rows` (a datasets.Dataset of input_ids and label); on return it holds the weights
     of the best validation epoch by `metric`. `collate(labels, idx, width)` gives a batch's `labels=` tensor; the model
     computes its own loss from it, unless `loss_fn(logits, labels)` is given. `strategy` (stages.strategies) decides
     what trains, at which rates, and wraps the model (then the trained model is `strategy.trained`). With
     `checkpoints`, the newest whole one is resumed from, and new ones are saved every `finetune.checkpoint_every_steps`
-    optimizer steps and after each epoch."""
+    optimizer steps and after each epoch. `collator` builds batches another way (stages.trainrows.loader: masked-LM)."""
     dtype = autocast_dtype(device, p.precision)
     acc = accelerator(device, dtype, p)
-    data, batches = loader(rows, collate, pad_id, p.batch_size, p.seed, p.group_by_length)
+    data, batches = loader(rows, collate, pad_id, p.batch_size, p.seed, p.group_by_length, collator)
     steps_per_epoch = math.ceil(len(batches) / p.gradient_accumulation_steps)
     total_steps = min(steps_per_epoch * p.epochs, p.max_steps or steps_per_epoch * p.epochs)
     warmup = int(p.warmup_ratio * total_steps)

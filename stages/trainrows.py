@@ -4,6 +4,7 @@ order is one int64 array (8 MB at 1M rows) and a batch's rows are read when the 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -72,12 +73,56 @@ class Collator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels, "n_tokens": mask.sum()}
 
 
-def loader(split, collate: Callable, pad_id: int, batch_size: int, seed: int, group: bool):
+class MaskedCollator:
+    """Rows (input_ids, row: the window's number, offset_mapping when masking whole words) → a masked-LM batch:
+    transformers' DataCollatorForLanguageModeling picks `probability` of the tokens (of the words, with `whole_word`)
+    and masks them (80% [MASK], 10% a random token, 10% kept; whole words: all [MASK], the library's rule), labels -100
+    elsewhere. Special tokens and padding are never picked. A batch's draws come from a generator seeded by (seed,
+    epoch, its first row), not torch's global RNG: accelerate's DataLoader collates one batch ahead of the loop, so a
+    checkpoint's RNG state already holds the next batch's draws, and a resume would mask that batch differently."""
+
+    def __init__(self, tokenizer, probability: float, whole_word: bool, seed: int,
+                 epoch: Callable[[], int] = lambda: 0) -> None:
+        from transformers import DataCollatorForLanguageModeling
+
+        # whole words: the library masks with [MASK] only (else it warns and switches); asked for here, no warning
+        replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_word else {}
+        self.mlm = DataCollatorForLanguageModeling(tokenizer, mlm_probability=probability, whole_word_mask=whole_word,
+                                                   **replace)
+        self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+        self.pad_id, self.whole_word, self.seed, self.epoch = tokenizer.pad_token_id, whole_word, seed, epoch
+
+    def bind(self, batches: GroupedBatches) -> MaskedCollator:
+        """This collator with the epoch the batch sampler is in: what `loader(collator=...)` calls."""
+        bound = copy.copy(self)
+        bound.epoch = lambda: batches.epoch
+        return bound
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        ids, mask = pad_batch([r["input_ids"] for r in rows], self.pad_id)
+        special = torch.isin(ids, self.special) | (mask == 0)
+        offsets = None
+        if self.whole_word:  # character spans: the library joins sub-tokens with no gap between them into one word
+            offsets = np.zeros((*ids.shape, 2), np.int64)
+            for i, r in enumerate(rows):
+                offsets[i, : len(r["offset_mapping"])] = r["offset_mapping"]
+        entropy = [self.seed % 2**32, self.epoch(), int(rows[0]["row"])]
+        self.mlm.generator = torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+        ids, labels = self.mlm.torch_mask_tokens(ids, special_tokens_mask=special, offset_mapping=offsets)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "n_tokens": mask.sum()}
+
+
+def loader(split, collate: Callable, pad_id: int, batch_size: int, seed: int, group: bool,
+           collator: Callable[[GroupedBatches], Callable] | None = None):
     """(DataLoader over the split's Arrow rows, its batch sampler). Its own generator: making an epoch's iterator then
-    draws no number from torch's global RNG, which dropout uses and a checkpoint restores."""
+    draws no number from torch's global RNG, which dropout uses and a checkpoint restores. `collator(batches)`, when
+    given, builds the batches instead of `Collator(collate)`, from rows with every column (MaskedCollator.bind)."""
     from torch.utils.data import DataLoader
 
     batches = GroupedBatches(token_lengths(split), batch_size, seed, group)
-    rows = split.select_columns(["input_ids", "label"]).with_format(None)
-    return DataLoader(rows, batch_sampler=batches, collate_fn=Collator(collate, pad_id),
+    if collator is None:
+        rows, collate_fn = split.select_columns(["input_ids", "label"]).with_format(None), Collator(collate, pad_id)
+    else:
+        rows, collate_fn = split.with_format(None), collator(batches)
+    return DataLoader(rows, batch_sampler=batches, collate_fn=collate_fn,
                       generator=torch.Generator().manual_seed(seed)), batches

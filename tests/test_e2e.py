@@ -186,7 +186,7 @@ def test_flow_matches_dvc_repro(project, tmp_path_factory, tiny_model_dir, monke
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     result = _build_flow()()
-    assert [r["stage"] for r in result["stages"]] == ["ingest", "clean", "augment", "tokenize", "finetune", "evaluate", "register"]
+    assert [r["stage"] for r in result["stages"]] == ["ingest", "clean", "augment", "tokenize", "pretrain", "finetune", "evaluate", "register"]
     assert "up to date" in run_in(other, "dvc", "status").stdout
     assert lock_outs(other / "dvc.lock") == lock_outs(project.parent / "first.lock")  # same bytes as dvc repro made
     run = store_client(other).search_runs([store_client(other).get_experiment_by_name("nlp-transfer").experiment_id])[0]

@@ -10,7 +10,7 @@ from stages.io import PipelineError
 from stages.params import Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["ingest", "clean", "augment", "tokenize", "finetune", "evaluate", "register"]
+STAGES = ["ingest", "clean", "augment", "tokenize", "pretrain", "finetune", "evaluate", "register"]
 
 
 def test_params_yaml_validates_and_spells_every_field():
