@@ -17,7 +17,7 @@ import pandas as pd
 from stages import lineage, tasks, tracking
 from stages.checkpoints import Checkpoints, stage_checkpoints
 from stages.io import PipelineError, atomic_dir, read_json, write_json
-from stages.launch import distributed_state, relaunch
+from stages.launch import distributed_state, relaunch, tracked
 from stages.modeling import load_tokenizer, pick_device
 from stages.params import FinetuneParams
 from stages.pretrain import starting_point
@@ -101,7 +101,7 @@ def main() -> None:
     checkpoints = checkpoints_for(params, p, main, start_tags)
     run_id = tracking.start_run(params.tracking.experiment, params.model_dump(mode="json"),
                                 lineage.run_name(params.model.name, task.name)) if main else None
-    try:
+    with tracked(state, main):  # a raise marks the run FAILED; the process group ends either way
         if main:
             tracking.log_datasets(TEXTS, {"train": "training", "validation": "validation", "test": "test"},
                                   params.ingest.source)
@@ -138,12 +138,6 @@ def main() -> None:
         tracking.log_artifacts([r for r in (*REPORTS, str(SUMMARY), str(CURVES), str(STEPS)) if Path(r).exists()],
                                "reports")
         tracking.save_run_file(run_id)
-    except BaseException:
-        if main:
-            tracking.end_run("FAILED")
-        raise
-    finally:
-        state.destroy_process_group()
     tracking.end_run()
     log.info("best epoch %d (val %s %.4f), %.1f samples/s, padding %.1f%%, run %s", result.best_epoch,
              out.metric, result.best_value, summary["train_samples_per_s"], 100 * summary["padding_share"], run_id)

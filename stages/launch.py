@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -39,3 +40,19 @@ def distributed_state(device):
     if not state.is_main_process:
         logging.getLogger().setLevel(logging.WARNING)
     return state
+
+
+@contextmanager
+def tracked(state, main: bool):
+    """A training stage's body under its MLflow run: marked FAILED if anything raises (on the first process, the one
+    that logs), and this process's group ended either way."""
+    from stages import tracking
+
+    try:
+        yield
+    except BaseException:
+        if main:
+            tracking.end_run("FAILED")
+        raise
+    finally:
+        state.destroy_process_group()

@@ -101,7 +101,7 @@ def main() -> None:
     from transformers import AutoModelForMaskedLM, set_seed
 
     from stages.cli import without_log_lines
-    from stages.launch import distributed_state, relaunch
+    from stages.launch import distributed_state, relaunch, tracked
     from stages.modeling import load_tokenizer, load_with_new_head, pick_device
     from stages.training import NoCallbacks
     from stages.trainrows import MaskedCollator
@@ -134,7 +134,7 @@ def main() -> None:
     logged = {"model": params.model.model_dump(), "tokenize": {"max_length": max_length},
               "pretrain": p.model_dump(mode="json")}  # the params this stage reads (dvc.yaml), no other section's
     run_id = tracking.start_run(params.tracking.experiment, logged, lineage.run_name(name, "pretrain")) if main else ""
-    try:
+    with tracked(state, main):  # a raise marks the run FAILED; the process group ends either way
         if main:
             tracking.set_tags({"stage": "pretrain"})
             if not p.source:
@@ -158,12 +158,6 @@ def main() -> None:
             tracking.set_tags({"pretrain.resumed_from_step": str(result.summary["resumed_from_step"])})
         tracking.log_metrics({"best_val_loss": float(result.best_value)})
         tracking.log_artifacts([str(REPORT)], "reports")
-    except BaseException:
-        if main:
-            tracking.end_run("FAILED")
-        raise
-    finally:
-        state.destroy_process_group()
     tracking.end_run()
     log.info("epoch %d of %d kept: held-out MLM loss %.4f, perplexity %.2f; run %s", result.best_epoch,
              len(result.history), result.best_value, math.exp(result.best_value), run_id)
