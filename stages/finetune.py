@@ -131,8 +131,10 @@ def main() -> None:
         write_json(SUMMARY, summary)
         # The per-epoch curves (speed included) are the run's charts; of the summary only the number runs are
         # compared by (the rest is in reports/train.json): each number logged is one more single-point chart.
-        tracking.log_metrics({f"best_val_{out.metric}": float(result.best_value), "peak_memory_mb": summary["peak_memory_mb"],
-                              **{k: float(v) for k, v in (out.counts | sizes).items()}})
+        # what the strategy trains and the sizes it leaves are facts of the setup: params (compared like any param);
+        # of the measured numbers, peak memory (one number each is one more single-point chart)
+        tracking.log_metrics({f"best_val_{out.metric}": float(result.best_value), "peak_memory_mb": summary["peak_memory_mb"]})
+        tracking.log_params({f"strategy.{k}": v for k, v in (out.counts | sizes).items()})
         if adapter_bytes:
             tracking.log_artifacts([str(ADAPTER)], "adapter")
         tracking.log_artifacts([r for r in (*REPORTS, str(SUMMARY), str(CURVES), str(STEPS)) if Path(r).exists()],

@@ -135,6 +135,10 @@ def resume_run() -> Iterator[Any]:
         yield run
 
 
+def log_params(params: dict[str, Any]) -> None:
+    _mlflow().log_params(params)
+
+
 def log_metrics(metrics: dict[str, float]) -> None:
     _mlflow().log_metrics(metrics)
 

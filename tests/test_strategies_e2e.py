@@ -35,8 +35,8 @@ def test_lora_with_class_weights_registers_a_merged_model(tmp_path, tiny_model_d
     client = store_client(root)
     run = client.get_run(json.loads((root / "reports/mlflow_run.json").read_text())["run_id"])
     assert run.data.params["finetune.strategy"] == "lora" and run.data.params["finetune.class_weights"] == "balanced"
-    assert run.data.metrics["trainable_params"] == adapter["trainable_params"]
-    assert run.data.metrics["adapter_bytes"] == adapter["adapter_bytes"]
+    assert run.data.params["strategy.trainable_params"] == str(adapter["trainable_params"])
+    assert run.data.params["strategy.adapter_bytes"] == str(adapter["adapter_bytes"]) and run.data.metrics["peak_memory_mb"] > 0
     assert "adapter/adapter_model.safetensors" in [a.path for a in client.list_artifacts(run.info.run_id, "adapter")]
 
     code = ("import mlflow; mlflow.set_tracking_uri('sqlite:///mlflow.db');"
