@@ -132,6 +132,14 @@ def report_targets(targets: list[dict], wrote: Path) -> int:
     return 0
 
 
+def parse_sizes(given: str, minimum: int) -> list[int]:
+    """--sizes: comma-separated row counts → sorted, distinct; SystemExit when empty or one is under `minimum`."""
+    sizes = sorted({int(x) for x in given.split(",") if x.strip()})
+    if not sizes or min(sizes) < minimum:
+        raise SystemExit(f"--sizes: comma-separated row counts, each at least {minimum}")
+    return sizes
+
+
 def project_args(doc: str, data: Path, out: Path, argv: list[str] | None) -> argparse.Namespace:
     """The arguments of a benchmark that runs the pipeline on a data set in a clone of HEAD (bench.ner, goemotions)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])

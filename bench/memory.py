@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import command_line, machine_info, peak_rss_mb, report_targets, target, write_result
+from bench.common import command_line, machine_info, parse_sizes, peak_rss_mb, report_targets, target, write_result
 from bench.tokenization import MODEL, check, project_params, run_measured, worker_prepare, worker_runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -333,10 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return run_worker(args)
-    given = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
-    sizes = sorted({int(x) for x in given.split(",") if x.strip()})
-    if not sizes or min(sizes) < 1000:
-        raise SystemExit("--sizes: comma-separated row counts, each at least 1000")
+    sizes = parse_sizes(args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES), 1000)
     args.steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)
     env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROP}
     env |= {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

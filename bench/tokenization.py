@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine_info, peak_rss_mb, report_targets, target, write_result
+from bench.common import machine_info, parse_sizes, peak_rss_mb, report_targets, target, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
@@ -309,10 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return run_worker(args)
-    sizes = [int(x) for x in (args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)).split(",") if x.strip()]
-    if not sizes or min(sizes) < 100:
-        raise SystemExit("--sizes: comma-separated row counts, each at least 100")
-    sizes = sorted(set(sizes))
+    sizes = parse_sizes(args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES), 100)
     # The tokenize stage turns the tokenizer's thread pool on (stages/tokenize.py); the raw and core workers get the same.
     par, par_source = "true", "as the tokenize stage runs"
     env = os.environ | {"TOKENIZERS_PARALLELISM": par, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),

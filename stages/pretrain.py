@@ -20,7 +20,8 @@ from stages import lineage, tracking
 from stages.checkpoints import inputs_key, stage_checkpoints
 from stages.io import PipelineError, atomic_dir, read_json, write_json
 from stages.mlmtext import encode, read_texts, split_holdout
-from stages.params import PretrainParams, load_params
+from stages.params import load_params
+from stages.trainparams import PretrainParams
 
 TEXTS, OUT, REPORT = Path("data/augmented"), Path("models/pretrained"), Path("reports/pretrain.json")
 MARKER = "pretrain.json"  # in OUT: whether it holds a pre-trained model, from which base, the run's numbers

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 
 from stages.io import PipelineError
-from stages.params import FinetuneParams
+from stages.trainparams import FinetuneParams
 
 ADAPTERS = ("lora", "adalora", "ia3")
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
@@ -157,8 +157,6 @@ def peak_memory_mb(device: torch.device) -> float:
 def class_weights(task, rows, labels: list[str], spec) -> torch.Tensor | None:
     """finetune.class_weights → one weight per label (multi-label: BCE's pos_weight), or None (the model's own loss).
     balanced: from the train rows' counts (the task's unit: rows, labelled tokens, positive rows per label)."""
-    import numpy as np
-
     if spec == "none":
         return None
     if spec == "balanced":
@@ -167,4 +165,4 @@ def class_weights(task, rows, labels: list[str], spec) -> torch.Tensor | None:
         raise PipelineError(f"finetune.class_weights: {unknown[0]!r} is not a label (labels: {', '.join(labels)})")
     if bad := [k for k, v in spec.items() if not v > 0]:
         raise PipelineError(f"finetune.class_weights: {bad[0]!r}: {spec[bad[0]]} is not a positive weight")
-    return torch.tensor(np.array([spec.get(n, 1.0) for n in labels]), dtype=torch.float32)
+    return torch.tensor([spec.get(n, 1.0) for n in labels], dtype=torch.float32)

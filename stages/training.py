@@ -17,8 +17,8 @@ import torch
 
 from stages.checkpoints import Checkpoints
 from stages.modeling import autocast_dtype
-from stages.params import TrainingParams
 from stages.progress import Progress
+from stages.trainparams import TrainingParams
 from stages.trainrows import loader
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,10 @@ def train(model, rows, collate: Collate, validate: Validate, p: TrainingParams, 
     steps_per_epoch = math.ceil(len(batches) / p.gradient_accumulation_steps)
     total_steps = min(steps_per_epoch * p.epochs, p.max_steps or steps_per_epoch * p.epochs)
     warmup = int(p.warmup_ratio * total_steps)
+    model = model.to(acc.device)
     if strategy is not None:  # freezing / adapters, once the step count is known (AdaLoRA's schedule needs it)
-        model = strategy.prepare(model.to(acc.device), total_steps)
-    optimizer = _optimizer(model.to(acc.device), p, strategy.param_groups(model) if strategy is not None else None)
+        model = strategy.prepare(model, total_steps)
+    optimizer = _optimizer(model, p, strategy.param_groups(model) if strategy is not None else None)
     after_step = strategy.after_step if strategy is not None else None
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warmup, then linear decay to 0
         optimizer, lambda s: s / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))

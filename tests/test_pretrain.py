@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 from stages.checkpoints import Checkpoints, inputs_key
 from stages.io import PipelineError
-from stages.params import PretrainParams
 from stages.mlmtext import encode, read_texts, split_holdout
 from stages.pretrain import pretrain, starting_point
+from stages.trainparams import PretrainParams
 from stages.trainrows import MaskedCollator
 from tests.conftest import make_project, run_in, sentiment_rows, store_client, update_params, write_reviews
 

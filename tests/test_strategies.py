@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from stages.io import PipelineError
-from stages.params import AdaLoraParams, FinetuneParams
 from stages.strategies import Strategy, class_weights, parameter_counts
 from stages.tasks import get
 from stages.training import train
+from stages.trainparams import AdaLoraParams, FinetuneParams
 from tests.test_training import CPU, rows, seq_validator, toy
 
 SEQ = get("sequence_classification")

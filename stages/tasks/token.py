@@ -137,7 +137,7 @@ class TokenClassification(Task):
         # positions of labelled tokens → their rows), so the split is never read into Python lists.
         import pyarrow.compute as pc
 
-        labels = split.with_format("arrow", columns=["label"])[:]["label"]
+        labels = super().label_column(split)  # the lists, one per window (label_column here gives the tokens)
         rows = pc.list_parent_indices(labels).to_numpy()[pc.not_equal(pc.list_flatten(labels), IGNORE).to_numpy(zero_copy_only=False)]
         keep = np.unique(rows)
         return split if len(keep) == len(split) else split.select(keep, keep_in_memory=True)
