@@ -107,6 +107,10 @@ def lock(model_name: str, timeout_s: float = 300, stale_after_s: float = 600) ->
                                       f"held by {owner} while it decides the aliases; deleted when it is done")
             break
         except mlflow.exceptions.MlflowException as e:
+            # sqlite store: the insert collides, then its own lookup of the holder finds it gone (released between
+            # the two): "not found" from a create means "free again", so try at once (CI saw this race)
+            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+                continue
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         try:

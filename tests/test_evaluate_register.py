@@ -1,5 +1,6 @@
 """Metrics, baselines, the champion decision and the pyfunc input handling."""
 
+import os
 import re
 
 import numpy as np
@@ -151,3 +152,28 @@ def test_register_says_which_version_serves():
     assert workspace_note("m", "4", False, "1", aliases) == ("models/finetuned is version 4, only the challenger; "
                                                             "models:/m@champion still serves version 1")
     assert "no version serves (m has no champion)" in workspace_note("m", "1", False, None, aliases)
+
+
+def test_registry_lock_taken_when_its_holder_lets_go_mid_collision(tmp_path, monkeypatch):
+    """The race CI hit: our insert collides with the holder's lock, the holder releases it, and the sqlite store's own
+    lookup of the existing model then says "not found". The lock is free: take it, do not crash."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+    from stages import registry
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    c = registry.client()
+    name = f"toy{registry.LOCK_SUFFIX}"
+    c.create_registered_model(name)  # another process holds the lock
+    real, released = SqlAlchemyStore.get_registered_model, []
+
+    def holder_lets_go_first(self, n):
+        if n == name and not released:
+            released.append(n)
+            c.delete_registered_model(n)
+        return real(self, n)
+
+    monkeypatch.setattr(SqlAlchemyStore, "get_registered_model", holder_lets_go_first)
+    with registry.lock("toy", timeout_s=5):
+        assert released and c.get_registered_model(name).tags["owner"].endswith(f":{os.getpid()}")
+    assert not c.search_registered_models(f"name = '{name}'")
