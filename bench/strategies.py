@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", default="table,imdb,curve,dapt")
     ap.add_argument("--rows", default="100,300,1000", help="curve: train rows besides all")
     ap.add_argument("--imdb-rows", type=int, default=2000, help="IMDB subset (ingest.max_rows: 80%% of it trains)")
-    ap.add_argument("--dapt-texts", type=int, default=3000, help="IMDB texts the pretrain stage trains on")
+    ap.add_argument("--dapt-texts", type=int, default=5000, help="IMDB texts the pretrain stage trains on")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args(argv)
     parts = set(args.parts.split(","))
