@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from stages import tasks
-from stages.io import write_json
+from stages.io import read_json, write_json
 
 IN, OUT, REPORT = Path("data/raw"), Path("data/clean"), Path("reports/clean.json")
 log = logging.getLogger(__name__)
@@ -19,9 +19,13 @@ log = logging.getLogger(__name__)
 def main() -> None:
     params, task = tasks.load()
     report = task.clean(IN, OUT, params.clean)
+    if (IN / "ingest.json").exists():  # rows ingest dropped (or texts it converted) before the split: counted too
+        report["ingest"] = read_json(IN / "ingest.json")
     write_json(REPORT, report)
     t = report["total"]
     log.info("%d %s in, %d out; dropped %s", t["rows_in"], task.unit, t["rows_out"], t["dropped"])
+    if report.get("ingest"):
+        log.info("before that, ingest: %s", report["ingest"])
 
 
 if __name__ == "__main__":

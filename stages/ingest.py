@@ -21,8 +21,13 @@ def main() -> None:
     params, task = tasks.load()
     p = params.ingest
     result = task.ingest(task.read(p), p)
-    write_splits(result.splits, OUT, result.labels, {"summary.json": result.summary})
+    # ingest.json: what reading dropped or converted (not per split: it happens before the split); clean copies it
+    # into reports/clean.json
+    write_splits(result.splits, OUT, result.labels,
+                 {"summary.json": result.summary} | ({"ingest.json": result.report} if result.report else {}))
     log.info("%s → %s", p.source, ", ".join(f"{s} {v[task.unit]}" for s, v in result.summary.items()))
+    for what, counts in result.report.items():
+        log.info("%s while reading: %s", what, counts)
 
 
 if __name__ == "__main__":

@@ -105,11 +105,14 @@ def write_splits(frames: dict, out_dir: Path, labels: list[str], extra: dict[str
             write_json(tmp / name, obj)
 
 
-def check_labels(splits: dict, after: str = "") -> None:
-    """Train holds at least 2 classes, and every validation/test label occurs in train."""
-    n = splits["train"]["label"].nunique()
-    if n < 2:
-        raise PipelineError(f"train split has {n} class{'' if n == 1 else 'es'}{after}; need at least 2")
+def check_labels(splits: dict, after: str = "", source: str = "", column: str = "label") -> None:
+    """Train holds at least 2 classes, and every validation/test label occurs in train. `source` and `column`: where
+    the train labels came from, for the message."""
+    classes = splits["train"]["label"].dropna().unique()
+    if len(classes) < 2:
+        one = f"one class ('{classes[0]}')" if len(classes) else "no class"
+        raise PipelineError(f"{source + ': ' if source else ''}column '{column}' has {one} in the train split{after}; "
+                            f"need at least 2")
     seen = set(splits["train"]["label"])
     for split in ("validation", "test"):
         unseen = ~splits[split]["label"].isin(seen)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from stages.io import PipelineError
 from stages.params import IngestParams
-from stages.splits import require_columns
+from stages.splits import MISSING, require_columns, select_texts
 
 SEP = "\x1f"  # joins a row's sorted labels into one comparable key
 
@@ -19,19 +19,33 @@ def label_key(labels: pd.Series) -> pd.Series:
     return labels.map(lambda v: SEP.join(sorted(map(str, v))))
 
 
-def parse_labels(value, sep: str | None, names: list[str] | None, where: str) -> list[str]:
+def _absent(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+def parse_labels(value, sep: str | None, names: list[str] | None, where: str) -> list[str] | None:
     """One cell → its label names (sorted, no repeats). Lists/arrays, a string joined by `sep`, or NaN/'' (none);
-    integer ids are named by `names`. Anything else is a one-line error at `where` (file, row, column)."""
+    integer ids are named by `names`. None: a missing value (the string nan/null/None..., or a null item in a list),
+    not "none of these". Anything else is a one-line error at `where` (file, row, column)."""
     if isinstance(value, (list, tuple, np.ndarray)):
         items = list(value)
-    elif value is None or (isinstance(value, float) and np.isnan(value)):
+    elif _absent(value):
         items = []
     elif isinstance(value, str):
+        if value.strip() in MISSING - {""}:
+            return None
         items = value.split(sep) if sep else [value]
     else:
         items = [value]
     out = set()
     for item in items:
+        if _absent(item) or isinstance(item, str) and item.strip() in MISSING - {""}:
+            return None
+        if isinstance(item, float | np.floating) and float(item).is_integer():
+            item = int(item)  # an integer column with a null in it reads as floats
+        elif not isinstance(item, str | int | np.integer):
+            raise PipelineError(f"{where}: label {str(item)[:40]!r} is a {type(item).__name__}; a cell holds a list of "
+                                f"label names or integer ids, or names joined by ingest.label_separator")
         text = str(item).strip()
         if not text:
             continue
@@ -50,30 +64,37 @@ def parse_labels(value, sep: str | None, names: list[str] | None, where: str) ->
 
 
 def select_label_lists(df: pd.DataFrame, p: IngestParams, where: str, names: list[str] | None = None) -> pd.DataFrame:
-    """Keep text and label columns as `text` (str) and `label` (a list of label names per row)."""
+    """Keep text and label columns as `text` (str) and `label` (a list of label names per row; None where the label
+    is missing, for `prepare` to drop and count with ingest.missing_labels: drop)."""
     require_columns(df, p, ("text_column", "label_column"), where)
     names = names or p.label_names
+    cells = df[p.label_column].tolist()
     labels = [parse_labels(v, p.label_separator, names, f"{where}: row {r}, column '{p.label_column}'")
-              for r, v in enumerate(df[p.label_column], 1)]
+              for r, v in enumerate(cells, 1)]
+    gone = [r for r, v in enumerate(labels, 1) if v is None]
+    if gone and p.missing_labels == "fail":
+        cell = cells[gone[0] - 1]
+        shown = f"'{cell.strip()}'" if isinstance(cell, str) else str(list(cell))[:60]
+        raise PipelineError(f"{where}: row {gone[0]}, column '{p.label_column}': missing label {shown} ({len(gone)} "
+                            f"rows without a label); set ingest.missing_labels: drop to drop them (counted)")
     if not p.allow_no_label:
-        empty = [r for r, v in enumerate(labels, 1) if not v]
+        empty = [r for r, v in enumerate(labels, 1) if v == []]
         if empty:
             raise PipelineError(f"{where}: row {empty[0]}, column '{p.label_column}': no label ({len(empty)} rows "
                                 f"without one); set ingest.allow_no_label: true if 'none of these' is an answer")
-    return pd.DataFrame({"text": df[p.text_column].fillna("").astype(str).to_numpy(),
-                         "label": pd.Series(labels, dtype=object)})
+    return pd.DataFrame({"text": select_texts(df, p, where).to_numpy(), "label": pd.Series(labels, dtype=object)})
 
 
-def check_label_sets(splits: dict, after: str = "") -> None:
+def check_label_sets(splits: dict, after: str = "", source: str = "") -> None:
     """Train holds at least 2 distinct labels, and every validation/test label occurs in train. Labels are lists,
-    or the keys `label_key` makes of them."""
+    or the keys `label_key` makes of them. `source`: the train split's file, named in the message."""
     def sets(df):
         return [set(v.split(SEP)) - {""} if isinstance(v, str) else set(v) for v in df["label"]]
 
     seen = set().union(*sets(splits["train"]))
     if len(seen) < 2:
-        raise PipelineError(f"train split has {len(seen)} distinct label{'' if len(seen) == 1 else 's'}{after}; "
-                            f"need at least 2")
+        raise PipelineError(f"{source + ': ' if source else ''}train split has {len(seen)} distinct label"
+                            f"{'' if len(seen) == 1 else 's'}{after}; need at least 2")
     for split in ("validation", "test"):
         for r, labels in enumerate(sets(splits[split]), 1):
             if labels - seen:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.drops import drop_repeats, dropper, examples, finish, leakage, totals
+from stages.drops import check_leakage, drop_repeats, dropper, examples, finish, leakage, totals
 from stages.io import SPLITS
 from stages.params import CleanParams
 from stages.sentences import check_types
@@ -48,7 +48,9 @@ def clean_sentences(splits: dict[str, pd.DataFrame], p: CleanParams,
     for name in SPLITS:
         drop(name, "empty", out[name]["tokens"].map(len) == 0)
     drop_repeats(out, drop, p, "_key", "_tags", "conflicting_tags")
+    before = {name: len(out[name]) for name in SPLITS}
     leakage(out, drop, "_key", remove=p.drop_leakage, found=report["splits"])
+    check_leakage(before, report, in_dir, "sentences")  # only what was dropped counts: off, nothing is
     finish(out, report, in_dir, "sentences", "check the data")
     report["examples"] = examples(picks, lambda name, i: " ".join(cleaned[name]["tokens"].iat[i]))
     out = {name: df[["tokens", "tags"]].reset_index(drop=True) for name, df in out.items()}

@@ -56,7 +56,7 @@ def read_conll(path: Path, encoding: str = "utf-8", tag_column: int = -1) -> pd.
             tags.clear()
 
     first = 0
-    for n, line in enumerate(_decode(path, encoding).split("\n"), 1):  # line numbers as _decode counts them
+    for n, line in enumerate(_decode(path, encoding, "conll").split("\n"), 1):  # line numbers as _decode counts them
         text = line.strip(" \t\r")
         cols = COLUMNS.split(text)
         if not text.strip() or cols[0] == DOCSTART:

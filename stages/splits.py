@@ -7,13 +7,21 @@ are added or reordered.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from stages.io import SPLITS, PipelineError
 from stages.params import IngestParams
 from stages.readers import read_hf
+
+# Label cells that hold no value (str() of NaN or None, JSON's null, an empty cell): never a class
+MISSING = frozenset({"", "nan", "NaN", "null", "NULL", "None"})
+# A CSV read with the wrong separator has one column, named like 'text;label': which param reads it
+SEPARATORS = {",": "ingest.format: csv", "\t": "ingest.format: tsv", ";": "ingest.separator: ';'",
+              "|": "ingest.separator: '|'"}
 
 
 def _hash_order(texts: pd.Series, seed: int, salt: str) -> pd.Series:
@@ -27,7 +35,88 @@ def require_columns(df: pd.DataFrame, p: IngestParams, params: tuple[str, ...], 
         col = getattr(p, param)
         if col not in df.columns:
             present = ", ".join(map(str, df.columns)) or "none"
-            raise PipelineError(f"{where}: no column '{col}' (ingest.{param}); columns present: {present}")
+            raise PipelineError(f"{where}: no column '{col}' (ingest.{param}); columns present: {present}"
+                                f"{_separator_hint(df.columns, p)}")
+
+
+def _separator_hint(columns: pd.Index, p: IngestParams) -> str:
+    seps = [s for s in SEPARATORS if len(columns) == 1 and s in str(columns[0])]
+    if not seps:
+        return ""
+    shown = "tab" if seps[0] == "\t" else f"'{seps[0]}'"
+    fix = f"ingest.separator: {shown}" if p.separator else SEPARATORS[seps[0]]
+    return f"; the header looks {shown}-separated: set {fix}"
+
+
+def missing(values: pd.Series) -> pd.Series:
+    """Where a label cell holds no value: NaN, None, or a string in MISSING (stripped)."""
+    return values.isna() | values.map(lambda v: isinstance(v, str) and v.strip() in MISSING)
+
+
+def _not_text(v) -> str | None:
+    """None for a str; 'number' for what ingest.non_string_text: convert turns into text; else 'other'."""
+    if isinstance(v, str):
+        return None
+    return "number" if isinstance(v, numbers.Number | np.bool_) else "other"
+
+
+def _to_text(v) -> str:
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))  # an integer column with a null in it reads as floats: 7.0 was 7
+    return str(v.item() if isinstance(v, np.generic) else v)
+
+
+def select_texts(df: pd.DataFrame, p: IngestParams, where: str) -> pd.Series:
+    """The text column as objects. A missing text becomes '' (clean counts and drops empty texts); a number is an
+    error naming file, row and column (ingest.non_string_text: fail) or kept for `prepare` to convert and count; a
+    list, a struct or bytes is always an error."""
+    texts = df[p.text_column]
+    out = texts.astype(object).where(texts.notna(), "").reset_index(drop=True)
+    kind = out.map(_not_text)
+    bad = (kind == "other") if (kind == "other").any() or p.non_string_text == "convert" else kind.notna()
+    if bad.any():
+        r = int(bad.to_numpy().argmax())
+        v = out.iat[r]
+        fix = ("set ingest.non_string_text: convert to read them as text (counted)" if kind.iat[r] == "number"
+               else "a text column holds strings")
+        raise PipelineError(f"{where}: row {r + 1}, column '{p.text_column}': {type(v).__name__} {str(v)[:40]!r} is "
+                            f"not a text (column dtype {texts.dtype}; {int(bad.sum())} such rows); {fix}")
+    return out
+
+
+def source_of(part: str, p: IngestParams) -> str:
+    """The file (or HF split) a part of the source came from, for messages."""
+    if p.source.startswith("hf:"):
+        return p.source if part == "all" else f"{p.source}[{part}]"
+    return {"validation": p.validation_file, "test": p.test_file}.get(part) or p.source
+
+
+def prepare(frames: dict[str, pd.DataFrame], p: IngestParams) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Pure core, before the split: rows whose label is missing are dropped (ingest.missing_labels: drop; `select`
+    made them None) and numbers in the text column become text (ingest.non_string_text: convert); both are counted
+    in the returned report. A part left without rows is an error. Frames keep their index: rows keep their numbers."""
+    report = {"dropped": {"missing_label": 0}, "converted": {"non_string_text": 0}}
+    out = {}
+    for part, f in frames.items():
+        where = source_of(part, p)
+        gone = missing(f["label"])
+        if gone.any() and p.missing_labels == "fail":
+            raise PipelineError(f"{where}: row {int(f.index[gone.to_numpy()][0]) + 1}, column '{p.label_column}': missing "
+                                f"label ({int(gone.sum())} rows without a label); set ingest.missing_labels: drop to "
+                                f"drop them (counted)")
+        f = f[~gone.to_numpy()]
+        texts = f["text"].astype(object).where(f["text"].notna(), "")
+        numeric = texts.map(_not_text).notna()
+        if numeric.any() and p.non_string_text == "fail":
+            raise PipelineError(f"{where}: row {int(f.index[numeric.to_numpy()][0]) + 1}, column '{p.text_column}': "
+                                f"{int(numeric.sum())} texts are not strings; set ingest.non_string_text: convert")
+        if not len(f):
+            raise PipelineError(f"{where}: no rows left after dropping {int(gone.sum())} rows without a label "
+                                f"(ingest.missing_labels: drop)" if gone.any() else f"{where}: no rows")
+        report["dropped"]["missing_label"] += int(gone.sum())
+        report["converted"]["non_string_text"] += int(numeric.sum())
+        out[part] = f.assign(text=texts.where(~numeric, texts[numeric].map(_to_text)))
+    return out, report
 
 
 def _groups(df: pd.DataFrame, by: str | None) -> list:

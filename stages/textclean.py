@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.drops import drop_repeats, dropper, examples, finish, leakage, totals
+from stages.drops import check_leakage, drop_repeats, dropper, examples, finish, leakage, totals
 from stages.io import SPLITS, atomic_dir, check_labels, iter_split, read_labels, split_paths, split_writer, write_json
 from stages.params import CleanParams
 
@@ -70,9 +70,12 @@ def plan(keys: dict[str, pd.DataFrame], report: dict, p: CleanParams, in_dir: Pa
         drop(name, "empty", out[name]["chars"] < p.min_chars)
     drop_repeats(out, drop, p, "key", "label", "conflicting_labels")
     if p.drop_leakage:
+        before = {name: len(out[name]) for name in SPLITS}
         leakage(out, drop, "key")
+        check_leakage(before, report, in_dir, "rows")
     finish(out, report, in_dir, "rows", "check the data or clean.min_chars")
-    check({name: df.reset_index(drop=True) for name, df in out.items()}, after=" after cleaning")
+    check({name: df.reset_index(drop=True) for name, df in out.items()}, after=" after cleaning",
+          source=str(in_dir / "train.parquet"))
     report["total"] = totals(report)
     return {name: df.index.to_numpy() for name, df in out.items()}, picks
 

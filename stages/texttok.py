@@ -134,5 +134,7 @@ def tokenize(splits: dict[str, pd.DataFrame | Iterable[pd.DataFrame]], tokenizer
             writer.finalize()
         table = MemoryMappedTable.from_file(path) if path else InMemoryTable.from_buffer(sink.getvalue())
         out[name] = datasets.Dataset(table, info=datasets.DatasetInfo(features=features), fingerprint=fp.value())
-        report["splits"][name] = length_stats(np.concatenate(lengths), p.max_length) | {"coverage": coverage.report()}
+        lengths = np.concatenate(lengths)
+        report["splits"][name] = length_stats(lengths, p.max_length) | {
+            "truncated": int((lengths > p.max_length).sum()), "coverage": coverage.report()}  # texts cut at max_length
     return datasets.DatasetDict(out), report

@@ -14,7 +14,7 @@ from pathlib import Path
 from stages import tasks
 from stages.coverage import check_coverage
 from stages.io import atomic_dir, read_labels, split_paths, write_json
-from stages.modeling import load_tokenizer
+from stages.modeling import Trust, load_tokenizer
 
 IN, OUT, REPORT = Path("data/augmented"), Path("data/tokenized"), Path("reports/tokenize.json")
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def main() -> None:
     params, task = tasks.load()
     split_paths(IN)  # all three splits are there, or one line says to run dvc repro
     labels = read_labels(IN)
-    tokenizer = load_tokenizer(params.model.name)
+    tokenizer = load_tokenizer(params.model.name, Trust.of(params.model))
     with atomic_dir(OUT) as tmp:
         scratch = tmp / "scratch"  # memory-mapped Arrow files of streamed texts; gone with the temp dir on failure
         scratch.mkdir()
@@ -46,7 +46,7 @@ def main() -> None:
     write_json(REPORT, report)
     for name, s in report["splits"].items():
         cut = (f"{s['windowed_sentences']} sentences split into windows" if "windows" in s
-               else f"truncated {100 * s['truncated_share']:.1f}%")
+               else f"truncated {s['truncated']} ({100 * s['truncated_share']:.1f}%)")
         log.info("%s: %d rows, tokens p50 %d p95 %d max %d, %s, [UNK] %.2f%%", name, s["rows"], s["p50"], s["p95"],
                  s["max"], cut, 100 * s["coverage"]["unk_share"])
     if "word_split" in report:

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages.io import PipelineError
-from stages.params import CleanParams
+from stages.params import CleanParams, IngestParams
 from stages.textclean import clean, clean_texts
 from stages.wordsplit import CJK
 
@@ -56,13 +56,62 @@ def test_empty_after_cleaning_is_an_error():
 
 
 def test_one_class_left_is_an_error():
-    with pytest.raises(PipelineError, match="1 class after cleaning"):
+    with pytest.raises(PipelineError, match=r"^data/raw/train.parquet: column 'label' has one class \('a'\) in the train "
+                                            r"split after cleaning; need at least 2$"):
         clean(splits(train=[("x", "a"), ("", "b")], test=[("t", "a")], validation=[("v", "a")]), CleanParams())
 
 
 def test_test_label_unseen_after_cleaning_is_an_error():
     with pytest.raises(PipelineError, match="label 'c' never occurs in train"):
         clean(splits(train=[("x", "a"), ("y", "b")], test=[("t", "c")]), CleanParams())
+
+
+def test_a_test_split_of_train_rows_is_an_error():
+    """Leakage emptying the test split, or leaving a tenth of it, means the test data was not held out."""
+    train = [(f"text {i}", "ab"[i % 2]) for i in range(20)]
+    message = (r"^data/raw/test.parquet: {} test rows also occur in data/raw/train.parquet \(same text after "
+               r"cleaning\): the test score would be meaningless; hold the test data out of train \(check "
+               r"ingest.test_file\)$")
+    with pytest.raises(PipelineError, match=message.format("all 4")):
+        clean(splits(train=train, test=train[:4]), CleanParams())
+    with pytest.raises(PipelineError, match=message.format("10 of 11")):
+        clean(splits(train=train, test=[*train[:10], ("held out", "a")]), CleanParams())
+    out, report = clean(splits(train=train, test=[*train[:5], ("held out", "a"), ("also new", "b")]), CleanParams())
+    assert report["splits"]["test"]["dropped"]["leakage"] == 5 and len(out["test"]) == 2  # 5 of 7: dropped, counted
+    out, _ = clean(splits(train=train, test=train[:4]), CleanParams(drop_leakage=False))
+    assert len(out["test"]) == 4  # kept when asked to
+
+
+def test_leaks_and_conflicts_are_found_whatever_the_digest_ends_with():
+    """'text 7' has a digest ending in a NUL byte: pandas' isin (numpy's bytes dtype) missed it."""
+    from stages.textclean import text_keys
+
+    train = [(f"text {i}", "ab"[i % 2]) for i in range(20)]
+    assert text_keys(pd.DataFrame(train[7:8], columns=["text", "label"]))["key"][0].endswith(b"\x00")
+    _, report = clean(splits(train=train, test=[*train[:10], ("held out", "a"), ("new", "b")]), CleanParams())
+    assert report["splits"]["test"]["dropped"]["leakage"] == 10
+    _, report = clean(splits(train=[*train, ("text 7", "a")]), CleanParams())
+    assert report["splits"]["train"]["dropped"]["conflicting_labels"] == 2
+
+
+def test_validation_rows_all_in_train_are_an_error():
+    train = [(f"text {i}", "ab"[i % 2]) for i in range(20)]
+    with pytest.raises(PipelineError, match=r"^data/raw/validation.parquet: all 3 validation rows also occur in "
+                                            r"data/raw/train.parquet or test.parquet"):
+        clean(splits(train=train, validation=train[:3]), CleanParams())
+
+
+def test_empty_texts_from_a_file_are_dropped_and_counted(tmp_path):
+    """A missing text (an empty CSV cell, a JSON null) is '' for clean to drop and count, never the text 'nan'."""
+    from stages.tasks import get
+
+    rows = "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(40))
+    (tmp_path / "data.csv").write_text("text,label\n,a\n" + rows + "nan,b\n")
+    task, p = get("sequence_classification"), IngestParams(source=str(tmp_path / "data.csv"))
+    result = task.ingest(task.read(p), p)
+    out, report = clean(result.splits, CleanParams())
+    assert report["total"]["dropped"]["empty"] == 1 and report["total"]["rows_out"] == 41  # 'nan' itself is a text
+    assert "" not in {t for df in out.values() for t in df["text"]}
 
 
 def test_min_chars():

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from stages.io import PipelineError
+from stages.io import PipelineError, read_json
 from stages.params import AugmentParams, CleanParams, FinetuneParams, IngestParams, Params, TokenizeParams
 
 Frames = dict[str, pd.DataFrame]  # a source as read: {'all'} or given {'train', 'validation'?, 'test'}
@@ -27,6 +27,7 @@ class Ingested:
     splits: Frames  # train / validation / test
     labels: list[str]  # the model's label names, in id order
     summary: dict  # per split: what ingest wrote (rows, label counts, ...)
+    report: dict = field(default_factory=dict)  # what reading dropped or converted, counted per reason (not per split)
 
 
 @dataclass
@@ -127,16 +128,17 @@ class Task(ABC):
     auto_model: ClassVar[str]  # the transformers Auto class of the head
     problem_type: ClassVar[str | None] = None  # config.problem_type: picks the loss the model computes
 
-    def load_model(self, name: str, labels: list[str] | None = None):
-        """The classifier; with `labels`, the pretrained encoder and a fresh head named after them."""
+    def load_model(self, name: str, labels: list[str] | None = None, trust=None):
+        """The classifier; with `labels`, the pretrained encoder and a fresh head named after them. `trust`:
+        stages.modeling.Trust, what the model may run or unpickle (default: nothing)."""
         import transformers
 
-        from stages.modeling import load_pretrained, load_with_new_head
+        from stages.modeling import SAFE, load_pretrained, load_with_new_head
 
-        auto = getattr(transformers, self.auto_model)
+        auto, trust = getattr(transformers, self.auto_model), trust or SAFE
         if labels is None:
-            return load_pretrained(auto, name)
-        return load_with_new_head(auto, name, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            return load_pretrained(auto, name, trust)
+        return load_with_new_head(auto, name, trust, num_labels=len(labels), id2label=dict(enumerate(labels)),
                                   label2id={n: i for i, n in enumerate(labels)}, problem_type=self.problem_type)
 
     def train_rows(self, split):
@@ -189,10 +191,12 @@ class Task(ABC):
 
     def load_for_serving(self, path: Path):
         """(model in eval mode on the best device, tokenizer, device) from a fine-tuned folder."""
-        from stages.modeling import load_tokenizer, pick_device
+        from stages.modeling import Trust, load_tokenizer, pick_device
 
         device = pick_device("auto")
-        return self.load_model(str(path)).to(device).eval(), load_tokenizer(str(path)), device
+        meta = read_json(path / "pipeline.json") if (path / "pipeline.json").exists() else {}
+        trust = Trust(remote_code=bool(meta.get("trust_remote_code")))  # what finetune was allowed: its code came along
+        return self.load_model(str(path), trust=trust).to(device).eval(), load_tokenizer(str(path), trust), device
 
     @abstractmethod
     def example_output(self, labels: list[str]):

@@ -23,7 +23,7 @@ import pandas as pd
 from stages.io import PipelineError
 from stages.labelsets import check_label_sets, label_key, multi_hot, select_label_lists
 from stages.params import AugmentParams, CleanParams, FinetuneParams, IngestParams
-from stages.splits import assemble
+from stages.splits import assemble, prepare
 from stages.tasks.base import EvalInputs, Evaluation, Ingested
 from stages.tasks.sequence import SequenceClassification, frozen_embeddings, probe_texts, read_source
 from stages.textclean import clean_files
@@ -108,8 +108,8 @@ class MultiLabelClassification(SequenceClassification):
         return read_source(p, select_label_lists)
 
     def ingest(self, source, p: IngestParams) -> Ingested:
-        frames, given = source
-        names = given or p.label_names
+        frames, report = prepare(source[0], p)
+        names = source[1] or p.label_names
         if names is None:
             found = {x for f in frames.values() for row in f["label"] for x in row}
             names = sorted(found, key=int) if found and all(x.lstrip("-").isdigit() for x in found) else sorted(found)
@@ -121,12 +121,12 @@ class MultiLabelClassification(SequenceClassification):
             return min(row, key=rank.__getitem__) if row else NONE
         frames = {k: f.assign(_stratum=f["label"].map(stratum)) for k, f in frames.items()}
         splits = {s: df.drop(columns="_stratum") for s, df in assemble(frames, p, by="_stratum").items()}
-        check_label_sets(splits)
+        check_label_sets(splits, source=p.source)
         summary = {s: {"rows": len(df), "no_label": int((df["label"].map(len) == 0).sum()),
                        "labels_per_row": round(float(df["label"].map(len).mean()), 3) if len(df) else 0.0,
                        "labels": pd.Series([x for row in df["label"] for x in row]).value_counts().sort_index().to_dict()}
                    for s, df in splits.items()}
-        return Ingested(splits, list(names), summary)
+        return Ingested(splits, list(names), summary, report)
 
     def clean(self, in_dir: Path, out_dir: Path, p: CleanParams) -> dict:
         return clean_files(in_dir, out_dir, p, label_key, check_label_sets)

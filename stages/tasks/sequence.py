@@ -16,7 +16,7 @@ from stages.eda import augment_text, with_copies
 from stages.io import PipelineError, check_labels, iter_split, split_paths
 from stages.params import AugmentParams, CleanParams, FinetuneParams, IngestParams, TokenizeParams
 from stages.readers import DEMO_LABEL_NAMES, read_demo, read_table
-from stages.splits import assemble, read_frames, require_columns
+from stages.splits import assemble, missing, prepare, read_frames, require_columns, select_texts
 from stages.tasks.base import EvalInputs, Evaluation, Frames, Ingested, Task
 from stages.textclean import clean_files
 
@@ -42,17 +42,50 @@ def per_class(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> list
 
 
 def select_columns(df: pd.DataFrame, p: IngestParams, where: str, names: list[str] | None = None) -> pd.DataFrame:
-    """Keep the text and label columns, as `text`/`label`; missing columns or labels are errors. (Label names, if
-    the source has them, are applied by `ingest`.)"""
+    """Keep the text and label columns, as `text`/`label`; missing columns are errors, and so are missing labels
+    (ingest.missing_labels: fail; with drop they become None, for `prepare` to drop and count) and texts that are not
+    strings (`select_texts`). (Label names, if the source has them, are applied by `ingest`.)"""
     require_columns(df, p, ("text_column", "label_column"), where)
-    out = pd.DataFrame({"text": df[p.text_column], "label": df[p.label_column]}).reset_index(drop=True)
-    missing = out["label"].isna() | (out["label"].astype(str).str.strip() == "")
-    if missing.any():
-        row = int(missing.idxmax()) + 1
-        raise PipelineError(f"{where}: row {row}, column '{p.label_column}': missing label "
-                            f"({int(missing.sum())} rows without a label)")
-    out["text"] = out["text"].fillna("").astype(str)  # empty texts are clean's to count and drop
-    return out
+    labels = df[p.label_column].reset_index(drop=True)
+    gone = missing(labels)
+    if gone.any() and p.missing_labels == "fail":
+        r = int(gone.to_numpy().argmax())
+        value = labels.iat[r]
+        shown = f" '{value.strip()}'" if isinstance(value, str) and value.strip() else ""
+        raise PipelineError(f"{where}: row {r + 1}, column '{p.label_column}': missing label{shown} "
+                            f"({int(gone.sum())} rows without a label); set ingest.missing_labels: drop to drop them "
+                            f"(counted)")
+    labels = class_labels(labels, gone, p.label_column, where)
+    return pd.DataFrame({"text": select_texts(df, p, where), "label": labels})
+
+
+def _label_kind(v) -> str | None:
+    """None for a class name or an integer id (7.0 included: an int column with a null in it reads as floats)."""
+    if isinstance(v, str | int | np.integer | np.bool_):
+        return None
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return None
+    if isinstance(v, float | np.floating):
+        return "a number with a fraction is a regression target, not a class"
+    if isinstance(v, list | tuple | np.ndarray):
+        return "a list of labels per row is task multilabel_classification"
+    return "a label is a class name or an integer id"
+
+
+def class_labels(labels: pd.Series, gone: pd.Series, column: str, where: str) -> pd.Series:
+    """Labels that are class names or integer ids (integral floats become ints), as objects, the missing ones
+    (`gone`) None; anything else (a fraction, a list, a struct) is an error naming file, row, column and dtype."""
+    out = labels.astype(object).where(~gone.to_numpy(), None)
+    if labels.dtype.kind in "iub" or isinstance(labels.dtype, pd.StringDtype):
+        return out
+    kind = out.map(_label_kind).where(~gone.to_numpy(), None)
+    if kind.notna().any():
+        r = int(kind.notna().to_numpy().argmax())
+        v = out.iat[r]
+        raise PipelineError(f"{where}: row {r + 1}, column '{column}': label {str(v)[:40]!r} is a {type(v).__name__} "
+                            f"(column dtype {labels.dtype}); {kind.iat[r]}")
+    # a list, not Series.map: map would turn ints beside a None back into floats
+    return pd.Series([int(v) if isinstance(v, float | np.floating) else v for v in out], dtype=object)
 
 
 def _where(idx) -> str:
@@ -85,7 +118,7 @@ def read_source(p: IngestParams, select=select_columns) -> tuple[Frames, list[st
     """Shell: read whatever `ingest.source` names into raw frames (columns text, label), kept by `select`."""
     if p.source.startswith("demo:"):
         return {"all": read_demo(p.source.removeprefix("demo:"))}, p.label_names or DEMO_LABEL_NAMES
-    return read_frames(p, lambda f: select(read_table(Path(f), p.format, p.encoding), p, f),
+    return read_frames(p, lambda f: select(read_table(Path(f), p.format, p.encoding, p.separator), p, f),
                        lambda df, where, names: select(df, p, where, names), p.label_column)
 
 
@@ -97,7 +130,7 @@ def ingest(frames: Frames, p: IngestParams, names: list[str] | None = None) -> t
     named, label_list = label_names(stacked["label"], given)
     frames = {k: f.assign(label=named.loc[k].to_numpy()) for k, f in frames.items()}
     splits = assemble(frames, p)
-    check_labels(splits)
+    check_labels(splits, source=p.source, column=p.label_column)
     return splits, label_list
 
 
@@ -136,10 +169,11 @@ class SequenceClassification(Task):
         return read_source(p)
 
     def ingest(self, source: tuple[Frames, list[str] | None], p: IngestParams) -> Ingested:
-        splits, labels = ingest(source[0], p, source[1])
+        frames, report = prepare(source[0], p)
+        splits, labels = ingest(frames, p, source[1])
         summary = {s: {"rows": len(df), "labels": df["label"].value_counts().sort_index().to_dict()}
                    for s, df in splits.items()}
-        return Ingested(splits, labels, summary)
+        return Ingested(splits, labels, summary, report)
 
     def clean(self, in_dir: Path, out_dir: Path, p: CleanParams) -> dict:
         return clean_files(in_dir, out_dir, p)
