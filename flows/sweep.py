@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         params = plan(args.grid, args.random, args.space, args.seed, args.name or time.strftime("sweep-%Y%m%d-%H%M%S"))
         if (SWEEPS / f"{params['name']}.json").exists():
             raise PipelineError(f"{SWEEPS / params['name']}.json: a sweep of that name ran already (choose --name)")
+        tracking.check_server()  # the sweep's own run, and every trial's: a server that is down fails now, in seconds
     except PipelineError as e:
         print(f"error: flows.sweep: {e}", file=sys.stderr)
         sys.exit(1)

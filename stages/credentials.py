@@ -34,11 +34,15 @@ def redact(text: str) -> str:
 
 
 def move_to_env(environ: MutableMapping[str, str] = os.environ) -> None:
-    """Userinfo in $MLFLOW_TRACKING_URI → $MLFLOW_TRACKING_USERNAME/PASSWORD (values already set win), and the URI
-    without it. Child processes (DVC's stages, the flow's) inherit the clean pair."""
+    """Userinfo in an http(s) $MLFLOW_TRACKING_URI → $MLFLOW_TRACKING_USERNAME/PASSWORD (values already set win), and
+    the URI without it. Child processes (DVC's stages, the flow's) inherit the clean pair."""
     uri = environ.get(URI_ENV, "")
     parts = urlsplit(uri)
     if not uri or (parts.username is None and parts.password is None):
+        return
+    if parts.scheme not in ("http", "https"):
+        # a database URI (postgresql://user:pw@host/db, used without `mlflow server`): SQLAlchemy reads the password
+        # from the URI only, so it stays there; what is written or logged goes through strip_userinfo / redact
         return
     if parts.username:
         environ.setdefault(USER_ENV, unquote(parts.username))

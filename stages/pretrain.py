@@ -63,14 +63,14 @@ def pretrain(model, windows, held, masked, p: PretrainParams, pad_id: int, devic
                  callbacks or NoCallbacks(), checkpoints, collator=masked.bind)
 
 
-def adapted_encoder(mlm, base: str):
+def adapted_encoder(mlm, base: str, trust=None):
     """The base model as finetune loads it (AutoModel: a masked-LM model has no pooler) with `mlm`'s trained encoder
-    weights; the MLM head is left out (finetune puts its own head on)."""
+    weights; the MLM head is left out (finetune puts its own head on). `trust`: stages.modeling.Trust (default safe)."""
     from transformers import AutoModel
 
-    from stages.modeling import load_pretrained
+    from stages.modeling import SAFE, load_pretrained
 
-    encoder = load_pretrained(AutoModel, base)
+    encoder = load_pretrained(AutoModel, base, trust or SAFE)
     unexpected = encoder.load_state_dict(mlm.base_model.state_dict(), strict=False).unexpected_keys
     if unexpected:
         raise PipelineError(f"model.name '{base}': its masked-LM encoder does not fit its base model ({unexpected[0]})")
@@ -99,11 +99,13 @@ def main() -> None:
         write_json(REPORT, {"enabled": False, "base_model": name})
         log.info("pretrain.enabled is false: finetune starts from %s", name)
         return
+    tracking.check_server()  # before torchrun, data and model: a tracking server that is down fails in seconds
     from transformers import AutoModelForMaskedLM, set_seed
 
     from stages.cli import without_log_lines
     from stages.launch import distributed_state, relaunch, tracked
-    from stages.modeling import load_tokenizer, load_with_new_head, pick_device
+    from stages.modeling import Trust, load_tokenizer, load_with_new_head, pick_device
+    from stages.trackguard import stage_tags
     from stages.training import NoCallbacks
     from stages.trainrows import MaskedCollator
 
@@ -117,7 +119,8 @@ def main() -> None:
     source, main = Path(p.source) if p.source else TEXTS / "train.parquet", state.is_main_process
     if p.source and not source.resolve().is_relative_to(SOURCES.resolve()):
         log.warning("pretrain.source %s is outside %s/: dvc repro will not see it change", source, SOURCES)
-    tokenizer = load_tokenizer(name)
+    trust = Trust.of(params.model)
+    tokenizer = load_tokenizer(name, trust)
     if tokenizer.mask_token is None:
         raise PipelineError(f"model.name '{name}': its tokenizer has no mask token; masked-LM pre-training needs one")
     texts = read_texts(source, p.text_column)
@@ -127,17 +130,19 @@ def main() -> None:
     # a base checkpoint without an MLM head "seems corrupted" to transformers (the head's tied bias is absent): it is
     # the new head load_with_new_head names, initialised from the seed
     with without_log_lines("transformers.modeling_utils", "tied weights mapping"):
-        model = load_with_new_head(AutoModelForMaskedLM, name)
+        model = load_with_new_head(AutoModelForMaskedLM, name, trust)
     log.info("%s: %d texts → %d windows of ≤%d tokens: %d train, %d held out", source, len(texts), len(windows),
              max_length, len(train_idx), len(held_idx))
     masked = MaskedCollator(tokenizer, p.mlm_probability, p.whole_word_mask, p.seed)
     checkpoints = stage_checkpoints("pretrain", source, {"model": name, "max_length": max_length}, p, main)
     logged = {"model": params.model.model_dump(), "tokenize": {"max_length": max_length},
               "pretrain": p.model_dump(mode="json")}  # the params this stage reads (dvc.yaml), no other section's
-    run_id = tracking.start_run(params.tracking.experiment, logged, lineage.run_name(name, "pretrain")) if main else ""
+    run_id = tracking.start_run(params.tracking.experiment, logged, lineage.run_name(name, "pretrain"),
+                                stage_tags("pretrain", checkpoints.folder.name)) if main else ""
     with tracked(state, main):  # a raise marks the run FAILED; the process group ends either way
         if main:
             tracking.set_tags({"stage": "pretrain"})
+            replaced = tracking.close_dangling(run_id)  # runs a killed pretrain of these inputs left RUNNING
             if not p.source:
                 tracking.log_datasets(TEXTS, {"train": "pretraining"}, params.ingest.source)
         # the MLM decoder is tied to the word embeddings: each checkpoint stores it once, and a resume ties it back
@@ -151,12 +156,13 @@ def main() -> None:
                    "windows": {"train": len(train_idx), "heldout": len(held_idx)}, "max_length": max_length,
                    "epochs": result.history, **result.summary, "device": str(state.device)}  # val_*: held-out
         with atomic_dir(OUT) as tmp:
-            adapted_encoder(model, name).save_pretrained(tmp)
+            adapted_encoder(model, name, trust).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             write_json(tmp / MARKER, summary)
         write_json(REPORT, summary)
-        if result.summary["resumed_from_step"]:
-            tracking.set_tags({"pretrain.resumed_from_step": str(result.summary["resumed_from_step"])})
+        if result.summary["resumed_from_step"]:  # from the checkpoint of a killed run: the newest it replaced, if any
+            tracking.set_tags({"pretrain.resumed_from_step": str(result.summary["resumed_from_step"])}
+                              | ({"pretrain.resumed_from_run": replaced[-1]} if replaced else {}))
         tracking.log_metrics({"best_val_loss": float(result.best_value)})
         tracking.log_artifacts([str(REPORT)], "reports")
     tracking.end_run()

@@ -62,6 +62,7 @@ def pip_requirements() -> list[str]:
 
 def main() -> None:
     params, task = tasks.load()
+    tracking.check_server()  # a tracking server that is down fails in seconds
     p, metric = params.register, task.metric(params.register.metric)
     metrics = read_json(METRICS)
     rel = metrics["reliability"]

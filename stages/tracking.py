@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stages import credentials, lineage
+from stages import credentials, lineage, trackguard
 from stages.io import PipelineError, read_json, write_json
 
 RUN_FILE = Path("reports/mlflow_run.json")
 # Set by flows.sweep for its trials' stages: each trial's finetune run becomes a child of the sweep's run in the UI.
 PARENT_RUN_ENV, SWEEP_NAME_ENV, SWEEP_TRIAL_ENV = "NLP_PARENT_RUN_ID", "NLP_SWEEP_NAME", "NLP_SWEEP_TRIAL"
 SWEEP_TAGS = {PARENT_RUN_ENV: "mlflow.parentRunId", SWEEP_NAME_ENV: "sweep.name", SWEEP_TRIAL_ENV: "sweep.trial"}
+log = logging.getLogger(__name__)
 
 
 def tracking_uri() -> str:
@@ -28,6 +30,12 @@ def tracking_uri() -> str:
     Credentials in the URI move to the environment first: the URI returned (and logged, and written) has none."""
     credentials.move_to_env()
     return os.environ.get(credentials.URI_ENV) or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def check_server() -> None:
+    """Fail in seconds, with one line, when the tracking server or database is not there (stages.trackguard): called
+    first by every stage that talks to MLflow, before it loads a model or data."""
+    trackguard.check_server(tracking_uri())
 
 
 @functools.cache
@@ -71,13 +79,13 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def start_run(experiment: str, params: dict[str, Any], run_name: str) -> str:
-    """Open the pipeline's run; log every param once and the lineage tags (and, for a sweep's trial, its parent run
-    and trial number). Returns the run id."""
+def start_run(experiment: str, params: dict[str, Any], run_name: str, tags: dict[str, str] | None = None) -> str:
+    """Open the pipeline's run with `tags`; log every param once and the lineage tags (and, for a sweep's trial, its
+    parent run and trial number). Returns the run id."""
     mlflow = _mlflow()
     mlflow.set_experiment(experiment)
-    run = mlflow.start_run(run_name=run_name, tags={tag: os.environ[env] for env, tag in SWEEP_TAGS.items()
-                                                    if os.environ.get(env)} or None)
+    sweep = {tag: os.environ[env] for env, tag in SWEEP_TAGS.items() if os.environ.get(env)}
+    run = mlflow.start_run(run_name=run_name, tags=(tags or {}) | sweep or None)
     mlflow.log_params({k: str(v) if isinstance(v, list) else v for k, v in flatten(params).items()})
     mlflow.set_tags(lineage.lineage_tags())
     return run.info.run_id
@@ -117,22 +125,52 @@ def end_run(status: str = "FINISHED") -> None:
     _mlflow().end_run(status=status)
 
 
+def fail_run() -> None:
+    """Mark the active run FAILED, on the way out of a stage that raised. When the store is gone too, that fails
+    (after MLflow's retries, stages.cli.MLFLOW_HTTP_DEFAULTS): a line says so and the stage's own error goes on; the
+    run stays RUNNING until the next start of the stage closes it (close_dangling)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    try:
+        end_run("FAILED")  # pops the run first: MLflow's exit hook does not try (and wait) again
+    except Exception as e:  # noqa: BLE001 - whatever ending it raised, the stage's own error is the one to report
+        from stages.cli import connection_problem
+
+        why = connection_problem(e) or (str(e).splitlines() or [type(e).__name__])[0][:200]
+        log.warning("could not mark MLflow run %s FAILED (%s)", run.info.run_id if run else "?", why)
+
+
+def close_dangling(run_id: str) -> list[str]:
+    """Runs of this stage and inputs that a killed process left RUNNING, closed KILLED (stages.trackguard)."""
+    return trackguard.close_dangling(client(), run_id)
+
+
 def save_run_file(run_id: str) -> None:
-    write_json(RUN_FILE, {"run_id": run_id, "tracking_uri": tracking_uri()})
+    write_json(RUN_FILE, {"run_id": run_id, "tracking_uri": credentials.strip_userinfo(tracking_uri())})
 
 
 @contextlib.contextmanager
 def resume_run() -> Iterator[Any]:
     """Re-open the run finetune started (its id is in RUN_FILE)."""
+    from stages.cli import connection_problem
+
     run_id = read_json(RUN_FILE)["run_id"]
     mlflow = _mlflow()
     try:
         mlflow.get_run(run_id)
-    except Exception:
-        raise PipelineError(f"{RUN_FILE}: MLflow run {run_id} not found at {tracking_uri()} "
+    except Exception as e:
+        if connection_problem(e):
+            raise  # the store stopped answering: stages.cli says so in one line
+        raise PipelineError(f"{RUN_FILE}: MLflow run {run_id} not found at {credentials.strip_userinfo(tracking_uri())} "
                             f"(tracking store moved? re-run finetune: dvc repro -f finetune)") from None
-    with mlflow.start_run(run_id=run_id) as run:
+    run = mlflow.start_run(run_id=run_id)
+    try:
         yield run
+    except BaseException:  # FAILED, as finetune's run is (stages.launch.tracked), without hanging on a store gone too
+        fail_run()
+        raise
+    end_run()
 
 
 def log_params(params: dict[str, Any]) -> None:

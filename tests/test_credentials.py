@@ -29,6 +29,13 @@ def test_move_to_env_keeps_values_already_set():
     assert env["MLFLOW_TRACKING_PASSWORD"] == "from-env" and env["MLFLOW_TRACKING_URI"] == "http://host"
 
 
+
+def test_a_database_uri_keeps_its_password():
+    """SQLAlchemy reads a database's password from the URI only: moving it to MLFLOW_TRACKING_PASSWORD would lose it."""
+    env = {"MLFLOW_TRACKING_URI": "postgresql://mlflow:pw@db:5432/mlflow"}
+    credentials.move_to_env(env)
+    assert env == {"MLFLOW_TRACKING_URI": "postgresql://mlflow:pw@db:5432/mlflow"}
+
 def test_redact_and_the_log_filter(caplog):
     line = "View run at: http://u:s3cret@10.0.0.1:5000/#/experiments/1 and postgresql://a:b@db/x"
     assert credentials.redact(line) == "View run at: http://***@10.0.0.1:5000/#/experiments/1 and postgresql://***@db/x"

@@ -68,7 +68,8 @@ def checkpoints(root: Path) -> list[Path]:
 def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_model_dir):
     """fp32 on CPU with dropout on: resume restores model, optimizer, schedule, RNG and the place in the epoch, so the
     weights equal an uninterrupted run's exactly. A damaged newest checkpoint falls back to the one before; other
-    params never see these checkpoints."""
+    params never see these checkpoints. The MLflow run the kill left RUNNING is closed KILLED by the next finetune of
+    the same inputs (not by one of other params), and the new run names it."""
     root = make_project(tmp_path, BASE | {"model": {"name": str(tiny_model_dir)}, "finetune": {
         "epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "precision": "fp32", "checkpoint_every_steps": 40}})
     write_reviews(root / "data/source/reviews.csv", 2500)  # 2,000 train rows: 250 steps per epoch, 500 in all
@@ -88,11 +89,20 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_model_dir):
     saved = checkpoints(root)
     assert saved and int(saved[-1].name[5:]) < 500, "killed after the run ended: nothing to resume"
     assert len(saved) <= 2  # the newest and the one before
+    client = store_client(root)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+
+    def running() -> list[str]:
+        return [r.info.run_id for r in client.search_runs(experiments, "attributes.status = 'RUNNING'")]
+
+    (killed,) = running()
+    assert client.get_run(killed).data.tags["pipeline.pid"] == str(proc.pid)
 
     update_params(root, {"finetune": {"learning_rate": 2e-3}})
     other = finetune(root)
     assert "resumed from" not in other.stderr  # other params: a fresh start beside the old checkpoints
     assert checkpoints(root) == saved
+    assert running() == [killed]  # other inputs: not this run's to close
 
     update_params(root, {"finetune": {"learning_rate": 1e-3}})
     newest = saved[-1] / "model.safetensors"
@@ -106,6 +116,14 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_model_dir):
     assert got.keys() == uninterrupted.keys()
     assert all((got[k] == uninterrupted[k]).all() for k in got), "resumed weights differ from the uninterrupted run's"
     assert not checkpoints(root)
+    assert f"closed MLflow run {killed} left RUNNING by a killed finetune (pid {proc.pid})" in resumed.stderr
+    new = json.loads((root / "reports/mlflow_run.json").read_text())["run_id"]
+    old = client.get_run(killed)
+    assert old.info.status == "KILLED" and old.data.tags["pipeline.closed_by_run"] == new
+    tags = client.get_run(new).data.tags
+    assert tags["pipeline.replaces_run"] == killed
+    assert tags.get("finetune.resumed_from_run") == (killed if fallback else None)
+    assert not running()
 
 
 def test_the_flow_retries_a_killed_finetune_and_it_resumes(tmp_path, tiny_model_dir):
