@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -161,29 +162,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` with basic auth (user admin) on 127.0.0.1: (URI without credentials, user, password)."""
+@contextlib.contextmanager
+def mlflow_server_on(home: Path, backend_uri: str, env: dict, *args: str):
+    """`mlflow server` on 127.0.0.1 (a free port) with `backend_uri` as its store and artifacts under `home`, until the
+    block ends; yields its URI."""
     import time
     import urllib.request
 
-    pytest.importorskip("flask_wtf", reason="mlflow's basic-auth app needs Flask-WTF (pip install -e '.[test]')")
-    home, port, password = tmp_path_factory.mktemp("mlflow-server"), free_port(), "s3cret-Passw0rd-4-tests"
-    env = project_env() | {"MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-key"}
-    proc = subprocess.Popen(["mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination",
-                             str(home / "artifacts"), "--workers", "1"], cwd=home, env=env,
+    port = free_port()
+    proc = subprocess.Popen(["mlflow", "server", *args, "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", backend_uri, "--artifacts-destination", str(home / "artifacts"),
+                             "--workers", "1"], cwd=home, env=env,
                             stdout=open(home / "server.log", "w"), stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
+    try:
+        up = False
+        for _ in range(240):
+            if proc.poll() is not None:
                 break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError(f"mlflow server did not start: {(home / 'server.log').read_text()[-2000:]}")
-    yield uri, "admin", password
-    proc.terminate()
-    proc.wait(30)
+            try:
+                up = urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200
+            except OSError:
+                time.sleep(0.5)
+            if up:
+                break
+        if not up:
+            raise RuntimeError(f"mlflow server did not start: {(home / 'server.log').read_text()[-2000:]}")
+        yield uri
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` with basic auth (user admin) on 127.0.0.1: (URI without credentials, user, password)."""
+    pytest.importorskip("flask_wtf", reason="mlflow's basic-auth app needs Flask-WTF (pip install -e '.[test]')")
+    home, password = tmp_path_factory.mktemp("mlflow-server"), "s3cret-Passw0rd-4-tests"
+    env = project_env() | {"MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-key"}
+    with mlflow_server_on(home, f"sqlite:///{home / 'mlflow.db'}", env, "--app-name", "basic-auth") as uri:
+        yield uri, "admin", password
