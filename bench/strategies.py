@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -116,6 +117,42 @@ def log_to_mlflow(result: dict, png: Path) -> str:
         return r.info.run_id
 
 
+def markdown(result: dict) -> str:
+    """BENCHMARKS.md's tables from a result file (`--render`): strategies per data set, the curve, DAPT."""
+    mb = lambda b: f"{b / 1e6:.1f}" if b else "-"
+    out = []
+    for key, title in (("rotten_tomatoes", "Rotten Tomatoes"), ("imdb", f"IMDB subset ({result.get('imdb', {}).get('rows')} rows)")):
+        rows = {k: v for k, v in result.get(key, {}).items() if isinstance(v, dict)}
+        if not rows:
+            continue
+        out += [f"**{title}**", "", "| strategy | test acc | macro-F1 | train s | samples/s | trainable params | "
+                "peak RSS MB | registered MB | adapter MB |", "|---|---|---|---|---|---|---|---|---|"]
+        out += [f"| {name} | {r['accuracy']:.4f} | {r['f1_macro']:.4f} | {r['train_seconds']:.0f} | "
+                f"{r['train_samples_per_s']:.0f} | {r['trainable_params']:,} ({100 * r['trainable_params'] / r['total_params']:.2f}%) | "
+                f"{r['peak_memory_mb']:.0f} | {mb(r['model_bytes'])} | {mb(r['adapter_bytes'])} |" for name, r in rows.items()]
+        out.append("")
+    if curve := result.get("curve"):
+        sizes = sorted({int(n) for name in CURVE for n in curve.get(name, {})})
+        out += ["**Learning curve** (test accuracy; train rows)", "", "| strategy | " + " | ".join(map(str, sizes)) + " |",
+                "|---|" + "---|" * len(sizes)]
+        out += [f"| {name} | " + " | ".join(f"{curve[name].get(str(n)):.4f}" if curve[name].get(str(n)) is not None
+                                           else "-" for n in sizes) + " |" for name in CURVE if name in curve]
+        out.append("")
+    if dapt := result.get("dapt"):
+        without = result.get("curve", {}).get("full", {})
+        out += [f"**DAPT** (pretrain on {dapt['texts']:,} IMDB texts, then full fine-tuning on Rotten Tomatoes)", "",
+                "| train rows | without | with | pretrain s | MLM held-out perplexity |", "|---|---|---|---|---|"]
+        for n, r in dapt.items():
+            if not isinstance(r, dict):
+                continue
+            pre = r.get("pretrain") or {}
+            ppl = f"{math.exp(pre['best_val_loss']):.1f}" if "best_val_loss" in pre else "-"
+            base = without.get(n)
+            out.append(f"| {n} | {'-' if base is None else f'{base:.4f}'} | {r['accuracy']:.4f} | "
+                       f"{pre.get('train_seconds', float('nan')):.0f} | {ppl} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/strategies.json")
@@ -123,9 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default="100,300,1000", help="curve: train rows besides all")
     ap.add_argument("--imdb-rows", type=int, default=2000, help="IMDB subset (ingest.max_rows: 80%% of it trains)")
     ap.add_argument("--dapt-texts", type=int, default=5000, help="IMDB texts the pretrain stage trains on")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES), help="table and imdb: these strategies only")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--render", type=Path, help="print the markdown tables of a result file and exit")
     args = ap.parse_args(argv)
-    parts = set(args.parts.split(","))
+    if args.render:
+        print(markdown(json.loads(args.render.read_text())))
+        return 0
+    parts, chosen = set(args.parts.split(",")), set(args.strategies.split(","))
+    if unknown := chosen - set(STRATEGIES):
+        ap.error(f"unknown strategies {sorted(unknown)}; choose from {list(STRATEGIES)}")
     base = committed_params("strategies", None)
     base["evaluate"]["baselines"] = ["majority"]
     tmp, root, commit, env, proc, wall = repro_in_clone(ROOT, "bench-strategies-", {}, base, args.out.with_suffix(".log"))
@@ -136,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
               "strategies": STRATEGIES, "rotten_tomatoes": {"full": measured(root, wall)}}
     if "table" in parts:
         for name, extra in STRATEGIES.items():
-            if name != "full":
+            if name != "full" and name in chosen:
                 set_params(root, base, extra)
                 result["rotten_tomatoes"][name] = run(root, env, log, f"RT {name}")
     set_params(root, base)
@@ -144,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     if "imdb" in parts:
         result["imdb"] = {"rows": args.imdb_rows}
         for name, extra in STRATEGIES.items():
+            if name not in chosen:
+                continue
             set_params(root, base, extra, {"source": "demo:imdb", "max_rows": args.imdb_rows})
             result["imdb"][name] = run(root, env, log, f"IMDB {name}")
     files = {"source": "data/source/rt_train.csv", "validation_file": "data/source/rt_validation.csv",
