@@ -39,11 +39,11 @@ bench: setup
 	$(BIN)/python -m bench.run
 
 ui: setup
-	mlflow ui --backend-store-uri sqlite:///mlflow.db
+	mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///mlflow.db
 
 # a Prefect server for scheduled runs (flows.pipeline --serve), with the defaults below (no telemetry)
 server: setup
-	prefect server start
+	prefect server start --host 127.0.0.1
 
 # Offline defaults for everything make starts (each entry point also sets them; the shell can override).
 export HF_HUB_OFFLINE ?= 1

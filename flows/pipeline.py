@@ -37,6 +37,34 @@ DVC_HINTS = ("To track the changes with git, run:", "git add ", "To enable auto 
              "dvc config core.autostage true", "Use `dvc push` to send your updates")
 
 
+CHECKOUT_LOCK = Path(".dvc/tmp/pipeline.lock")  # one pipeline (flow or sweep) at a time in a checkout
+
+
+@contextlib.contextmanager
+def checkout_lock(wait_s: float = 0, lock_file: Path = CHECKOUT_LOCK):
+    """Hold this checkout's pipeline lock for a flow run. Each stage takes DVC's own lock only while it runs, so two
+    flows in one checkout would otherwise interleave their stages (one's tokenize on the other's data). The lock is
+    an flock: the kernel drops it with its process, so a killed run never leaves one to clear by hand. A second run
+    waits up to `wait_s` seconds, then stops with one line naming the holder."""
+    from filelock import FileLock, Timeout
+
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    owner, lock = lock_file.with_suffix(".owner"), FileLock(lock_file)
+    try:
+        lock.acquire(timeout=wait_s)
+    except Timeout:
+        holder = owner.read_text().strip() if owner.exists() else "another process"
+        raise PipelineError(f"another pipeline run ({holder}) is running in this checkout ({lock_file} is held); "
+                            "this one stops without touching anything: run it again when that one ends, or pass "
+                            "--wait SECONDS to queue behind it") from None
+    try:
+        owner.write_text(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
+
+
 def stage_names(dvc_file: Path = DVC_FILE) -> list[str]:
     """The stages, in the order dvc.yaml defines them (no second copy of the list anywhere)."""
     return list((yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {}))
@@ -117,8 +145,12 @@ def _build_flow():
 
     @flow(name="nlp-transfer-pipeline", log_prints=True)
     def pipeline(only_if_changed: bool = False, push: bool = False, retries: int = 0,
-                 restore_on_failure: bool = False, retry_delay: float = 30) -> dict:
-        log = get_run_logger()
+                 restore_on_failure: bool = False, retry_delay: float = 30, wait: float = 0) -> dict:
+        with checkout_lock(wait):
+            return _pipeline(get_run_logger(), only_if_changed, push, retries, restore_on_failure, retry_delay)
+
+    def _pipeline(log, only_if_changed: bool, push: bool, retries: int, restore_on_failure: bool,
+                  retry_delay: float) -> dict:
         if only_if_changed:
             pending = changed_stages()
             if not pending:
@@ -172,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--retry-delay", type=float, default=30, help="seconds before a retry (default 30)")
     ap.add_argument("--restore-on-failure", action="store_true",
                     help="when a stage fails, put back the last good run's outputs (python -m flows.recover)")
+    ap.add_argument("--wait", type=float, default=0,
+                    help="seconds to wait when another run holds this checkout (default 0: stop at once)")
     ap.add_argument("--serve", action="store_true", help="serve a scheduled deployment (needs prefect server start)")
     ap.add_argument("--cron", default="0 3 * * *", help="schedule for --serve (default: 03:00 daily)")
     ap.add_argument("--name", default="nightly-retrain", help="deployment name for --serve")
@@ -179,10 +213,11 @@ def main(argv: list[str] | None = None) -> None:
     set_env_defaults()
     pipeline = _build_flow()
     params = {"only_if_changed": args.only_if_changed, "push": args.push, "retries": args.retries,
-              "restore_on_failure": args.restore_on_failure, "retry_delay": args.retry_delay}
+              "restore_on_failure": args.restore_on_failure, "retry_delay": args.retry_delay, "wait": args.wait}
     if args.serve:  # the scheduled run retrains only when new data or params arrived; a bad night keeps the last good
         pipeline.serve(name=args.name, cron=args.cron,
-                       parameters=params | {"only_if_changed": True, "restore_on_failure": True})
+                       parameters=params | {"only_if_changed": True, "restore_on_failure": True,
+                                            "wait": args.wait or 3600})  # a night run queues behind a manual one
         return
     result = run_flow(pipeline, params, "flows.pipeline", "the flow run is marked CRASHED, every stage that finished "
                       "is recorded in dvc.lock: run again to continue")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flows.pipeline import changed_stages, dvc, run_flow
+from flows.pipeline import changed_stages, checkout_lock, dvc, run_flow
 from flows.space import TARGET, dotted, plan
 from stages import tracking
 from stages.cli import set_env_defaults
@@ -123,6 +123,11 @@ def _build_flow():
     @flow(name="nlp-transfer-sweep", log_prints=True)
     def sweep(name: str, search: str, space: dict[str, str], seed: int | None, trials: list[dict[str, str]],
               values: list[dict[str, Any]]) -> dict:
+        with checkout_lock():  # its trials run in this workspace: no pipeline run beside it
+            return _sweep(name, search, space, seed, trials, values)
+
+    def _sweep(name: str, search: str, space: dict[str, str], seed: int | None, trials: list[dict[str, str]],
+               values: list[dict[str, Any]]) -> dict:
         log, client = get_run_logger(), tracking.client()
         parent_id = _open_parent(client, name, {"search": search, "seed": seed, "trials": len(trials)}
                                  | {f"space.{k}": v for k, v in space.items()}, str(flow_run.id))

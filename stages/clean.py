@@ -24,7 +24,7 @@ def main() -> None:
     write_json(REPORT, report)
     t = report["total"]
     log.info("%d %s in, %d out; dropped %s", t["rows_in"], task.unit, t["rows_out"], t["dropped"])
-    if report.get("ingest"):
+    if any(n for counts in report.get("ingest", {}).values() for n in counts.values()):
         log.info("before that, ingest: %s", report["ingest"])
 
 

@@ -27,7 +27,8 @@ def main() -> None:
                  {"summary.json": result.summary} | ({"ingest.json": result.report} if result.report else {}))
     log.info("%s → %s", p.source, ", ".join(f"{s} {v[task.unit]}" for s, v in result.summary.items()))
     for what, counts in result.report.items():
-        log.info("%s while reading: %s", what, counts)
+        if any(counts.values()):  # zeros are in ingest.json; the log says only what happened
+            log.info("%s while reading: %s", what, counts)
 
 
 if __name__ == "__main__":

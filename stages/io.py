@@ -105,9 +105,10 @@ def write_splits(frames: dict, out_dir: Path, labels: list[str], extra: dict[str
             write_json(tmp / name, obj)
 
 
-def check_labels(splits: dict, after: str = "", source: str = "", column: str = "label") -> None:
+def check_labels(splits: dict, after: str = "", source: str = "", column: str = "label",
+                 files: dict[str, str] | None = None) -> None:
     """Train holds at least 2 classes, and every validation/test label occurs in train. `source` and `column`: where
-    the train labels came from, for the message."""
+    the train labels came from, for the message; `files`: the file a validation/test split was read from, if its own."""
     classes = splits["train"]["label"].dropna().unique()
     if len(classes) < 2:
         one = f"one class ('{classes[0]}')" if len(classes) else "no class"
@@ -117,7 +118,8 @@ def check_labels(splits: dict, after: str = "", source: str = "", column: str = 
     for split in ("validation", "test"):
         unseen = ~splits[split]["label"].isin(seen)
         if unseen.any():
-            raise PipelineError(f"{split} split, row {int(unseen.idxmax()) + 1}, column 'label': label "
+            where = f"{files[split]}: " if files and files.get(split) else ""
+            raise PipelineError(f"{where}{split} split, row {int(unseen.idxmax()) + 1}, column 'label': label "
                                 f"'{splits[split]['label'][unseen].iloc[0]}' never occurs in train{after}")
 
 

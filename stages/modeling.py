@@ -68,6 +68,14 @@ def check_weights(name: str, folder: Path, trust: Trust) -> None:
         raise PipelineError(pickle_msg(name))
 
 
+def check_model(name: str, trust: Trust = SAFE) -> None:
+    """A local model folder that finetune could not load (no weights, or pickled ones untrusted) stops the first stage
+    that names it (tokenize), not the training after it."""
+    source = resolve_model(name)
+    if Path(source).is_dir():
+        check_weights(name, Path(source), trust)
+
+
 def load_pretrained(what, name: str, trust: Trust = SAFE, weights: bool = True, **kwargs):
     """`what.from_pretrained` on a resolved model name, as far as `trust` lets it; a failure is one line saying what
     to do. `weights`: `what` loads weights (a model class, not a tokenizer): safetensors only, unless trusted."""

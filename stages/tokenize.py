@@ -14,7 +14,7 @@ from pathlib import Path
 from stages import tasks
 from stages.coverage import check_coverage
 from stages.io import atomic_dir, read_labels, split_paths, write_json
-from stages.modeling import Trust, load_tokenizer
+from stages.modeling import Trust, check_model, load_tokenizer
 
 IN, OUT, REPORT = Path("data/augmented"), Path("data/tokenized"), Path("reports/tokenize.json")
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ def main() -> None:
     params, task = tasks.load()
     split_paths(IN)  # all three splits are there, or one line says to run dvc repro
     labels = read_labels(IN)
+    check_model(params.model.name, Trust.of(params.model))
     tokenizer = load_tokenizer(params.model.name, Trust.of(params.model))
     with atomic_dir(OUT) as tmp:
         scratch = tmp / "scratch"  # memory-mapped Arrow files of streamed texts; gone with the temp dir on failure

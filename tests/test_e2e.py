@@ -193,3 +193,19 @@ def test_flow_matches_dvc_repro(project, tmp_path_factory, tiny_model_dir, monke
     assert run.data.tags["prefect.flow_run_id"]
     again = _build_flow()(only_if_changed=True)
     assert again == {"ran": False, "stages": []}
+
+
+def test_no_secret_in_params_yaml_or_logged_params(project):
+    """Credentials come from the environment only: no key of params.yaml, and no param or tag logged to MLflow, is
+    named like one (the values of the common names are never logged)."""
+    secret = re.compile(r"(^|[._])(pass(word|wd)?|secret|token|api[_-]?key|credentials?|auth)($|[._])", re.IGNORECASE)
+    assert secret.search("db.password") and secret.search("api_key") and not secret.search("ingest.tokens_column")
+
+    def keys(d, prefix=""):
+        for k, v in d.items():
+            yield from keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+
+    assert not [k for k in keys(yaml.safe_load((project / "params.yaml").read_text())) if secret.search(k)]
+    run = store_client(project).get_run(json.loads((project / "reports/mlflow_run.json").read_text())["run_id"])
+    assert len(run.data.params) > 20
+    assert not [k for k in [*run.data.params, *run.data.tags] if secret.search(k)]

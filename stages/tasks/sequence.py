@@ -130,7 +130,8 @@ def ingest(frames: Frames, p: IngestParams, names: list[str] | None = None) -> t
     named, label_list = label_names(stacked["label"], given)
     frames = {k: f.assign(label=named.loc[k].to_numpy()) for k, f in frames.items()}
     splits = assemble(frames, p)
-    check_labels(splits, source=p.source, column=p.label_column)
+    check_labels(splits, source=p.source, column=p.label_column,
+                 files={"validation": p.validation_file, "test": p.test_file})
     return splits, label_list
 
 
