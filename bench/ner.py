@@ -14,8 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import (command_line, committed_params, finish, machine_info, project_args, read_conll,
-                          repro_in_clone)
+from bench.common import command_line, committed_params, finish, machine_info, project_args, read_conll, repro_in_clone
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "conll2003"
@@ -35,7 +34,7 @@ def score_full_test(model_dir: Path, test_file: Path) -> dict:
 
     from stages.align import tokenize_sentences
     from stages.entities import entity_scores, per_type
-    from stages.modeling import load_tokenizer
+    from stages.loading import load_tokenizer
     from stages.params import TokenizeParams
     from stages.tasks import get
     from stages.tasks.token import split_predictions

@@ -127,7 +127,7 @@ def worker_prepare(project: Path, n: int, seed: int) -> dict:
 
 def worker_raw(project: Path, batch: int, max_length: int) -> dict:
     """The reference: one fast-tokenizer call per batch of texts from an in-memory list (outputs counted, dropped)."""
-    from stages.modeling import load_tokenizer
+    from stages.loading import load_tokenizer
 
     t0 = time.perf_counter()
     texts = read_texts(project / "data" / "augmented")
@@ -149,7 +149,7 @@ def worker_core(project: Path) -> dict:
     import pyarrow.compute as pc
     import yaml
 
-    from stages.modeling import load_tokenizer
+    from stages.loading import load_tokenizer
     from stages.params import TokenizeParams
     from stages.texttok import tokenize
 

@@ -19,7 +19,8 @@ import pandas as pd
 
 from stages import tasks, tracking
 from stages.io import atomic_dir, read_json, read_splits, write_json
-from stages.modeling import Trust, load_encoder, load_tokenizer, pick_device
+from stages.loading import Trust, load_encoder, load_tokenizer
+from stages.modeling import pick_device
 from stages.params import EvaluateParams
 from stages.tasks.base import EvalInputs, Evaluation, Task
 

@@ -18,7 +18,8 @@ from stages import lineage, tasks, tracking
 from stages.checkpoints import Checkpoints, stage_checkpoints
 from stages.io import PipelineError, atomic_dir, read_json, write_json
 from stages.launch import distributed_state, relaunch, tracked
-from stages.modeling import Trust, load_tokenizer, pick_device
+from stages.loading import Trust, load_tokenizer
+from stages.modeling import pick_device
 from stages.params import FinetuneParams
 from stages.pretrain import starting_point
 from stages.strategies import Strategy, class_weights, parameter_counts, peak_memory_mb

@@ -65,10 +65,10 @@ def pretrain(model, windows, held, masked, p: PretrainParams, pad_id: int, devic
 
 def adapted_encoder(mlm, base: str, trust=None):
     """The base model as finetune loads it (AutoModel: a masked-LM model has no pooler) with `mlm`'s trained encoder
-    weights; the MLM head is left out (finetune puts its own head on). `trust`: stages.modeling.Trust (default safe)."""
+    weights; the MLM head is left out (finetune puts its own head on). `trust`: stages.loading.Trust (default safe)."""
     from transformers import AutoModel
 
-    from stages.modeling import SAFE, load_pretrained
+    from stages.loading import SAFE, load_pretrained
 
     encoder = load_pretrained(AutoModel, base, trust or SAFE)
     unexpected = encoder.load_state_dict(mlm.base_model.state_dict(), strict=False).unexpected_keys
@@ -104,7 +104,8 @@ def main() -> None:
 
     from stages.cli import without_log_lines
     from stages.launch import distributed_state, relaunch, tracked
-    from stages.modeling import Trust, load_tokenizer, load_with_new_head, pick_device
+    from stages.loading import Trust, load_tokenizer, load_with_new_head
+    from stages.modeling import pick_device
     from stages.trackguard import stage_tags
     from stages.training import NoCallbacks
     from stages.trainrows import MaskedCollator

@@ -14,7 +14,7 @@ from pathlib import Path
 from stages import tasks
 from stages.coverage import check_coverage
 from stages.io import atomic_dir, read_labels, split_paths, write_json
-from stages.modeling import Trust, check_model, load_tokenizer
+from stages.loading import Trust, check_model, load_tokenizer
 
 IN, OUT, REPORT = Path("data/augmented"), Path("data/tokenized"), Path("reports/tokenize.json")
 log = logging.getLogger(__name__)

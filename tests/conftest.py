@@ -22,7 +22,7 @@ set_env_defaults()  # offline: tests never reach a hub
 
 @pytest.fixture(scope="session")
 def packaged_tokenizer():
-    from stages.modeling import load_tokenizer
+    from stages.loading import load_tokenizer
     from stages.params import PACKAGED_MODEL
 
     return load_tokenizer(PACKAGED_MODEL)

@@ -50,7 +50,7 @@ def test_tfidf_beats_majority_on_a_learnable_set(tiny_model_dir, packaged_tokeni
 
 
 def test_probe_and_tfidf_share_one_read_of_the_cleaned_texts(tiny_model_dir, packaged_tokenizer):
-    from stages.modeling import load_encoder, load_tokenizer
+    from stages.loading import load_encoder, load_tokenizer
 
     task, reads = tasks.get("sequence_classification"), []
     train, test = pd.DataFrame(sentiment_rows(60)), pd.DataFrame(sentiment_rows(20, seed=1))

@@ -5,11 +5,11 @@ import json
 import pandas as pd
 import pytest
 
-from stages.splits import stratified_split
-from stages.tasks.sequence import ingest, read_source, select_columns
 from stages.io import PipelineError
 from stages.params import IngestParams
 from stages.readers import read_demo, read_table
+from stages.splits import stratified_split
+from stages.tasks.sequence_ingest import ingest, read_source, select_columns
 
 
 def frame(n=100, labels=("neg", "pos")):

@@ -6,7 +6,8 @@ import torch
 
 from stages import modeling
 from stages.io import PipelineError
-from stages.modeling import autocast_dtype, pad_batch, pick_device, predict_logits, resolve_model
+from stages.loading import resolve_model
+from stages.modeling import autocast_dtype, pad_batch, pick_device, predict_logits
 from stages.tasks import get
 
 
@@ -92,7 +93,7 @@ def test_a_new_head_is_said_once_plainly(tiny_model_dir, capfd, caplog):
     line says it instead."""
     import logging
 
-    with caplog.at_level(logging.INFO, logger="stages.modeling"):
+    with caplog.at_level(logging.INFO, logger="stages.loading"):
         get("token_classification").load_model(str(tiny_model_dir), ["O", "B-PER", "I-PER"])
     err = capfd.readouterr().err
     assert "LOAD REPORT" not in err and "MISSING" not in err and "not sharded" not in err

@@ -215,7 +215,7 @@ def pickled_model_dir(tmp_path_factory) -> Path:
 
 
 def test_pickled_weights_are_refused_unless_allowed(pickled_model_dir):
-    from stages.modeling import Trust, load_encoder
+    from stages.loading import Trust, load_encoder
 
     name = str(pickled_model_dir)
     with pytest.raises(PipelineError) as e:
@@ -226,7 +226,7 @@ def test_pickled_weights_are_refused_unless_allowed(pickled_model_dir):
 
 
 def test_a_folder_without_weights_is_one_line(tmp_path):
-    from stages.modeling import load_encoder
+    from stages.loading import load_encoder
 
     tiny_config(tmp_path)
     with pytest.raises(PipelineError) as e:
@@ -235,7 +235,7 @@ def test_a_folder_without_weights_is_one_line(tmp_path):
 
 
 def test_custom_code_is_refused_unless_trusted(tmp_path, tiny_model_dir):
-    from stages.modeling import load_encoder
+    from stages.loading import load_encoder
 
     for f in tiny_model_dir.iterdir():
         (tmp_path / f.name).write_bytes(f.read_bytes())
@@ -248,13 +248,13 @@ def test_custom_code_is_refused_unless_trusted(tmp_path, tiny_model_dir):
 
 
 def test_trusting_remote_code_warns_and_the_packaged_model_loads_safely(tiny_model_dir, caplog):
-    from stages.modeling import Trust, load_encoder, resolve_model
+    from stages.loading import Trust, load_encoder, resolve_model
     from stages.params import PACKAGED_MODEL, ModelParams
 
     assert Trust.of(ModelParams()) == Trust(False, False)
     assert list(Path(resolve_model(PACKAGED_MODEL)).glob("*.safetensors"))
     assert type(load_encoder(PACKAGED_MODEL)).__name__ == "BertModel"
-    with caplog.at_level("WARNING", logger="stages.modeling"):
+    with caplog.at_level("WARNING", logger="stages.loading"):
         load_encoder(str(tiny_model_dir), Trust(remote_code=True))
     assert any("trust_remote_code is true" in m for m in caplog.messages)
 

@@ -130,10 +130,10 @@ class Task(ABC):
 
     def load_model(self, name: str, labels: list[str] | None = None, trust=None):
         """The classifier; with `labels`, the pretrained encoder and a fresh head named after them. `trust`:
-        stages.modeling.Trust, what the model may run or unpickle (default: nothing)."""
+        stages.loading.Trust, what the model may run or unpickle (default: nothing)."""
         import transformers
 
-        from stages.modeling import SAFE, load_pretrained, load_with_new_head
+        from stages.loading import SAFE, load_pretrained, load_with_new_head
 
         auto, trust = getattr(transformers, self.auto_model), trust or SAFE
         if labels is None:
@@ -191,7 +191,8 @@ class Task(ABC):
 
     def load_for_serving(self, path: Path):
         """(model in eval mode on the best device, tokenizer, device) from a fine-tuned folder."""
-        from stages.modeling import Trust, load_tokenizer, pick_device
+        from stages.loading import Trust, load_tokenizer
+        from stages.modeling import pick_device
 
         device = pick_device("auto")
         meta = read_json(path / "pipeline.json") if (path / "pipeline.json").exists() else {}

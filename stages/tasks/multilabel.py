@@ -25,7 +25,8 @@ from stages.labelsets import check_label_sets, label_key, multi_hot, select_labe
 from stages.params import AugmentParams, CleanParams, FinetuneParams, IngestParams
 from stages.splits import assemble, prepare
 from stages.tasks.base import EvalInputs, Evaluation, Ingested
-from stages.tasks.sequence import SequenceClassification, frozen_embeddings, probe_texts, read_source
+from stages.tasks.sequence import SequenceClassification, frozen_embeddings, probe_texts
+from stages.tasks.sequence_ingest import read_source
 from stages.textclean import clean_files
 
 NONE = "(none)"  # the confusion view's "no label" row/column
