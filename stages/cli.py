@@ -67,53 +67,6 @@ def without_log_lines(logger: str, containing: str) -> Iterator[None]:
         target.removeFilter(keep)
 
 
-def connection_problem(exc: BaseException, timeout: float | None = None) -> str | None:
-    """What kept a request from its server, in a few words ("connection refused"), when `exc` or an exception it came
-    from is a failed connection (requests/urllib3, or a database driver's OperationalError); else None."""
-    seen: list[BaseException] = []
-    while exc is not None and exc not in seen and len(seen) < 20:
-        seen.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    names = {c.__name__ for e in seen for c in type(e).__mro__}
-    text = " ".join(str(e) for e in seen)
-    within = f" within {timeout:g} s" if timeout else ""
-    for found, says in (("ConnectTimeout" in names or "ConnectTimeoutError" in text, f"no connection{within}"),
-                        ("ReadTimeout" in names or "Read timed out" in text, f"connected, but no answer{within}"),
-                        ("SSLError" in names, "TLS error"),
-                        ("Connection refused" in text, "connection refused"),
-                        (any(s in text for s in ("NameResolutionError", "Name or service not known", "nodename nor",
-                                                 "Temporary failure in name resolution")), "host name not found"),
-                        ("No route to host" in text, "no route to host"),
-                        ("Network is unreachable" in text, "network unreachable"),
-                        (any(s in text for s in ("Connection reset", "Connection aborted", "RemoteDisconnected")),
-                         "connection dropped"),
-                        ("ConnectionError" in names or "MaxRetryError" in names, "cannot connect")):
-        if found:
-            return says
-    db = next((e for e in seen if "OperationalError" in {c.__name__ for c in type(e).__mro__}), None)
-    if db is not None:  # sqlalchemy's wraps the driver's (.orig): its first line says why
-        return (str(getattr(db, "orig", None) or db).strip().splitlines() or ["cannot connect"])[0][:200]
-    return None
-
-
-def store_down(exc: BaseException) -> str | None:
-    """The one line for an MLflow call that failed because its tracking server or database stopped answering (after
-    MLflow's retries, stages.cli.MLFLOW_HTTP_DEFAULTS), or None for any other error."""
-    from stages import credentials
-
-    uri = os.environ.get(credentials.URI_ENV, "")
-    chain, e = [], exc
-    while e is not None and e not in chain and len(chain) < 20:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    from_store = any(type(e).__module__.split(".")[0] in ("mlflow", "sqlalchemy") for e in chain)
-    if not uri or uri.startswith(("sqlite:", "file:")) or "://" not in uri or not from_store:
-        return None
-    reason = connection_problem(exc)
-    return reason and (f"MLflow tracking store {credentials.strip_userinfo(uri)} stopped answering ({reason}); "
-                       "start it and re-run the stage")
-
-
 def _not_an_mlflow_retry(record: logging.LogRecord) -> bool:
     """urllib3 logs a WARNING per retry of MLflow's HTTP client, each a screen-wide repr: a server that stopped is said
     once, by store_down's line, after the retries (other hosts' retries are still logged)."""
@@ -148,6 +101,8 @@ def run(main: Callable[[], None], stage: str) -> None:
         print(f"error: {stage}: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:
+        from stages.trackguard import store_down
+
         if (line := store_down(e)) is None:
             raise
         print(credentials.redact(f"error: {stage}: {line}"), file=sys.stderr)

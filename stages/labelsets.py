@@ -9,7 +9,7 @@ import pandas as pd
 
 from stages.io import PipelineError
 from stages.params import IngestParams
-from stages.splits import MISSING, require_columns, select_texts
+from stages.splits import MISSING, missing_label_error, require_columns, select_texts
 
 SEP = "\x1f"  # joins a row's sorted labels into one comparable key
 
@@ -73,10 +73,7 @@ def select_label_lists(df: pd.DataFrame, p: IngestParams, where: str, names: lis
               for r, v in enumerate(cells, 1)]
     gone = [r for r, v in enumerate(labels, 1) if v is None]
     if gone and p.missing_labels == "fail":
-        cell = cells[gone[0] - 1]
-        shown = f"'{cell.strip()}'" if isinstance(cell, str) else str(list(cell))[:60]
-        raise PipelineError(f"{where}: row {gone[0]}, column '{p.label_column}': missing label {shown} ({len(gone)} "
-                            f"rows without a label); set ingest.missing_labels: drop to drop them (counted)")
+        raise missing_label_error(where, gone[0], cells[gone[0] - 1], len(gone), p.label_column)
     if not p.allow_no_label:
         empty = [r for r, v in enumerate(labels, 1) if v == []]
         if empty:

@@ -165,11 +165,11 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
     try:
         names = pq.read_schema(path).names
-        if not _twice(names):
-            df = pd.read_parquet(path)
+        twice = _twice(names)  # pandas would read the columns, keeping one of each name
+        df = None if twice else pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several types for a corrupt file
         raise PipelineError(f"{path}: not a readable Parquet file ({str(e).strip().splitlines()[0]})") from None
-    if twice := _twice(names):
+    if twice:
         raise PipelineError(f"{path}: column {twice} occurs more than once ({', '.join(names)}); give each column "
                             f"its own name")
     if not len(df):

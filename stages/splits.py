@@ -53,6 +53,16 @@ def missing(values: pd.Series) -> pd.Series:
     return values.isna() | values.map(lambda v: isinstance(v, str) and v.strip() in MISSING)
 
 
+def missing_label_error(where: str, row: int, value, count: int, column: str) -> PipelineError:
+    """The one line for a missing label under ingest.missing_labels: fail (row 1-based; `value`: the cell)."""
+    if isinstance(value, str):
+        shown = f" '{value.strip()}'" if value.strip() else ""
+    else:
+        shown = f" {str(list(value))[:60]}" if isinstance(value, list | tuple | np.ndarray) else ""
+    return PipelineError(f"{where}: row {row}, column '{column}': missing label{shown} ({count} rows without a label); "
+                         "set ingest.missing_labels: drop to drop them (counted)")
+
+
 def _not_text(v) -> str | None:
     """None for a str; 'number' for what ingest.non_string_text: convert turns into text; else 'other'."""
     if isinstance(v, str):
@@ -97,19 +107,13 @@ def prepare(frames: dict[str, pd.DataFrame], p: IngestParams) -> tuple[dict[str,
     in the returned report. A part left without rows is an error. Frames keep their index: rows keep their numbers."""
     report = {"dropped": {"missing_label": 0}, "converted": {"non_string_text": 0}}
     out = {}
+    # with `fail`, the task's select (select_texts, the label checks) has already stopped at the first such row
     for part, f in frames.items():
         where = source_of(part, p)
         gone = missing(f["label"])
-        if gone.any() and p.missing_labels == "fail":
-            raise PipelineError(f"{where}: row {int(f.index[gone.to_numpy()][0]) + 1}, column '{p.label_column}': missing "
-                                f"label ({int(gone.sum())} rows without a label); set ingest.missing_labels: drop to "
-                                f"drop them (counted)")
         f = f[~gone.to_numpy()]
         texts = f["text"].astype(object).where(f["text"].notna(), "")
         numeric = texts.map(_not_text).notna()
-        if numeric.any() and p.non_string_text == "fail":
-            raise PipelineError(f"{where}: row {int(f.index[numeric.to_numpy()][0]) + 1}, column '{p.text_column}': "
-                                f"{int(numeric.sum())} texts are not strings; set ingest.non_string_text: convert")
         if not len(f):
             raise PipelineError(f"{where}: no rows left after dropping {int(gone.sum())} rows without a label "
                                 f"(ingest.missing_labels: drop)" if gone.any() else f"{where}: no rows")

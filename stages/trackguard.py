@@ -28,6 +28,53 @@ STAGE, INPUTS, HOST, PID = "pipeline.stage", "pipeline.inputs_key", "pipeline.ho
 log = logging.getLogger(__name__)
 
 
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from or during, innermost last."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen and len(seen) < 20:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def connection_problem(exc: BaseException, timeout: float | None = None) -> str | None:
+    """What kept a request from its server, in a few words ("connection refused"), when `exc` or an exception it came
+    from is a failed connection (requests/urllib3, or a database driver's OperationalError); else None."""
+    seen = _chain(exc)
+    names = {c.__name__ for e in seen for c in type(e).__mro__}
+    text = " ".join(str(e) for e in seen)
+    within = f" within {timeout:g} s" if timeout else ""
+    for found, says in (("ConnectTimeout" in names or "ConnectTimeoutError" in text, f"no connection{within}"),
+                        ("ReadTimeout" in names or "Read timed out" in text, f"connected, but no answer{within}"),
+                        ("SSLError" in names, "TLS error"),
+                        ("Connection refused" in text, "connection refused"),
+                        (any(s in text for s in ("NameResolutionError", "Name or service not known", "nodename nor",
+                                                 "Temporary failure in name resolution")), "host name not found"),
+                        ("No route to host" in text, "no route to host"),
+                        ("Network is unreachable" in text, "network unreachable"),
+                        (any(s in text for s in ("Connection reset", "Connection aborted", "RemoteDisconnected")),
+                         "connection dropped"),
+                        ("ConnectionError" in names or "MaxRetryError" in names, "cannot connect")):
+        if found:
+            return says
+    db = next((e for e in seen if "OperationalError" in {c.__name__ for c in type(e).__mro__}), None)
+    if db is not None:  # sqlalchemy's wraps the driver's (.orig): its first line says why
+        return (str(getattr(db, "orig", None) or db).strip().splitlines() or ["cannot connect"])[0][:200]
+    return None
+
+
+def store_down(exc: BaseException) -> str | None:
+    """The one line for an MLflow call that failed because its tracking server or database stopped answering (after
+    MLflow's retries, stages.cli.MLFLOW_HTTP_DEFAULTS), or None for any other error."""
+    uri = os.environ.get(credentials.URI_ENV, "")
+    from_store = any(type(e).__module__.split(".")[0] in ("mlflow", "sqlalchemy") for e in _chain(exc))
+    if not uri or uri.startswith(("sqlite:", "file:")) or "://" not in uri or not from_store:
+        return None
+    reason = connection_problem(exc)
+    return reason and (f"MLflow tracking store {credentials.strip_userinfo(uri)} stopped answering ({reason}); "
+                       "start it and re-run the stage")
+
+
 def _fail(shown: str, what: str, since: float, hint: str) -> PipelineError:
     return PipelineError(f"MLflow tracking {shown} is not answering ({what} after {time.monotonic() - since:.1f} s); "
                          f"{hint}")
@@ -46,8 +93,6 @@ def _check_http(uri: str, timeout: float) -> None:
             r = requests.get(uri.rstrip("/") + path, params=query, auth=auth, headers=headers, timeout=timeout,
                              verify=creds.verify, cert=creds.client_cert_path)
         except requests.RequestException as e:
-            from stages.cli import connection_problem
-
             what = connection_problem(e, timeout) or type(e).__name__
             hint = ("set MLFLOW_TRACKING_SERVER_CERT_PATH to its CA bundle (or MLFLOW_TRACKING_INSECURE_TLS=true)"
                     if what == "TLS error" else "start it or unset MLFLOW_TRACKING_URI to use ./mlflow.db")
@@ -80,8 +125,6 @@ def _check_database(uri: str, timeout: float) -> None:
         with engine.connect():
             pass
     except sqlalchemy.exc.DBAPIError as e:
-        from stages.cli import connection_problem
-
         what = connection_problem(e, timeout)  # for a driver's error: its first line
         raise _fail(f"database {credentials.strip_userinfo(uri)}", what or type(e).__name__, t0,
                     "start it or unset MLFLOW_TRACKING_URI to use ./mlflow.db") from None

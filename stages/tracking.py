@@ -135,9 +135,7 @@ def fail_run() -> None:
     try:
         end_run("FAILED")  # pops the run first: MLflow's exit hook does not try (and wait) again
     except Exception as e:  # noqa: BLE001 - whatever ending it raised, the stage's own error is the one to report
-        from stages.cli import connection_problem
-
-        why = connection_problem(e) or (str(e).splitlines() or [type(e).__name__])[0][:200]
+        why = trackguard.connection_problem(e) or (str(e).splitlines() or [type(e).__name__])[0][:200]
         log.warning("could not mark MLflow run %s FAILED (%s)", run.info.run_id if run else "?", why)
 
 
@@ -153,14 +151,12 @@ def save_run_file(run_id: str) -> None:
 @contextlib.contextmanager
 def resume_run() -> Iterator[Any]:
     """Re-open the run finetune started (its id is in RUN_FILE)."""
-    from stages.cli import connection_problem
-
     run_id = read_json(RUN_FILE)["run_id"]
     mlflow = _mlflow()
     try:
         mlflow.get_run(run_id)
     except Exception as e:
-        if connection_problem(e):
+        if trackguard.connection_problem(e):
             raise  # the store stopped answering: stages.cli says so in one line
         raise PipelineError(f"{RUN_FILE}: MLflow run {run_id} not found at {credentials.strip_userinfo(tracking_uri())} "
                             f"(tracking store moved? re-run finetune: dvc repro -f finetune)") from None

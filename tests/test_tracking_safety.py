@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from stages import trackguard
-from stages.cli import MLFLOW_HTTP_DEFAULTS, run, store_down
+from stages.cli import MLFLOW_HTTP_DEFAULTS, run
 from stages.io import PipelineError
+from stages.trackguard import store_down
 from tests.conftest import free_port
 
 

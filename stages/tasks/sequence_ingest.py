@@ -12,7 +12,7 @@ import pandas as pd
 from stages.io import PipelineError, check_labels
 from stages.params import IngestParams
 from stages.readers import DEMO_LABEL_NAMES, read_demo, read_table
-from stages.splits import assemble, missing, read_frames, require_columns, select_texts
+from stages.splits import assemble, missing, missing_label_error, read_frames, require_columns, select_texts
 from stages.tasks.base import Frames
 
 
@@ -25,11 +25,7 @@ def select_columns(df: pd.DataFrame, p: IngestParams, where: str, names: list[st
     gone = missing(labels)
     if gone.any() and p.missing_labels == "fail":
         r = int(gone.to_numpy().argmax())
-        value = labels.iat[r]
-        shown = f" '{value.strip()}'" if isinstance(value, str) and value.strip() else ""
-        raise PipelineError(f"{where}: row {r + 1}, column '{p.label_column}': missing label{shown} "
-                            f"({int(gone.sum())} rows without a label); set ingest.missing_labels: drop to drop them "
-                            f"(counted)")
+        raise missing_label_error(where, r + 1, labels.iat[r], int(gone.sum()), p.label_column)
     labels = class_labels(labels, gone, p.label_column, where)
     return pd.DataFrame({"text": select_texts(df, p, where), "label": labels})
 
