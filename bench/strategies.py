@@ -146,11 +146,11 @@ def markdown(result: dict) -> str:
         for n, r in dapt.items():
             if not isinstance(r, dict):
                 continue
-            pre = r["pretrain"] if isinstance(r.get("pretrain"), dict) else {}  # later sizes reuse the first's
-            ppl = f"{math.exp(pre['best_val_loss']):.1f}" if "best_val_loss" in pre else "-"
+            pre = r["pretrain"] if isinstance(r.get("pretrain"), dict) else None  # later sizes reuse the first's
+            cost = (f"{pre['train_seconds']:.0f} | {math.exp(pre['best_val_loss']):.1f}" if pre
+                    else "0 (the encoder above) | same")
             base = r.get("without", without.get(n))
-            out.append(f"| {n} | {'-' if base is None else f'{base:.4f}'} | {r['accuracy']:.4f} | "
-                       f"{pre.get('train_seconds', float('nan')):.0f} | {ppl} |")
+            out.append(f"| {n} | {'-' if base is None else f'{base:.4f}'} | {r['accuracy']:.4f} | {cost} |")
     return "\n".join(out)
 
 
