@@ -49,6 +49,25 @@ def entity_counts(y_true: list[list[str]], y_pred: list[list[str]]) -> np.ndarra
     return out
 
 
+def type_counts(y_true: list[list[str]], y_pred: list[list[str]], labels: list[str]):
+    """Per sentence and entity type: tp/fp/fn mentions, default mode (what register's gate resamples). The types are
+    the model's (`labels`) and any a prediction or gold tag names besides."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from stages.gate import Counts
+
+    gold = [set(get_entities(list(t))) for t in y_true]
+    pred = [set(get_entities(list(p))) for p in y_pred]
+    types = sorted({type_of(t) for t in labels if t != OUTSIDE} | {e[0] for s in gold + pred for e in s})
+    col = {t: i for i, t in enumerate(types)}
+    out = np.zeros((len(gold), 3, len(types)), np.int32)
+    for i, (g, q) in enumerate(zip(gold, pred)):
+        for k, found in enumerate((g & q, q - g, g - q)):
+            for e in found:
+                out[i, k, col[e[0]]] += 1
+    return Counts(out, tuple(types))
+
+
 def micro_f1(counts: np.ndarray) -> float:
     tp, n_pred, n_gold = counts.sum(0)
     return float(2 * tp / (n_pred + n_gold)) if n_pred + n_gold else 0.0

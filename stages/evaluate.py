@@ -4,7 +4,8 @@ What is scored is the task's (stages.tasks): accuracy and P/R/F1 with a confusio
 P/R/F1 (seqeval) per type with a word-level type confusion for NER; micro/macro F1, subset accuracy and a per-label
 confusion for multi-label.
 
-Writes `reports/scores.json` (the headline numbers: DVC's metrics, so `dvc metrics show` / `dvc exp show` print a
+Writes `reports/test_counts.npz` (per test unit and class: tp/fp/fn, what register's gate resamples),
+`reports/scores.json` (the headline numbers: DVC's metrics, so `dvc metrics show` / `dvc exp show` print a
 table that fits a terminal), `reports/metrics.json` (everything) and `reports/plots/` (confusion matrix PNG for MLflow,
 confusion.csv and per_class.csv for `dvc plots`), and adds them to the pipeline's MLflow run.
 """
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from stages import tasks, tracking
+from stages.champion import save_counts, split_hash
 from stages.io import atomic_dir, read_json, read_splits, write_json
 from stages.loading import Trust, load_encoder, load_tokenizer
 from stages.modeling import pick_device
@@ -26,6 +28,7 @@ from stages.tasks.base import EvalInputs, Evaluation, Task
 
 TOKENIZED, CLEAN, MODEL = Path("data/tokenized"), Path("data/clean"), Path("models/finetuned")
 METRICS, SCORES, PLOTS = Path("reports/metrics.json"), Path("reports/scores.json"), Path("reports/plots")
+COUNTS = Path("reports/test_counts.npz")  # per test unit and class tp/fp/fn: register's gate (stages.champion)
 log = logging.getLogger(__name__)
 
 
@@ -125,6 +128,7 @@ def main() -> None:
         pd.DataFrame({"actual": ev.actual, "predicted": ev.predicted}).to_csv(tmp / "confusion.csv", index=False)
         per_class.to_csv(tmp / "per_class.csv", index=False)
         confusion_png(confusion(ev.actual, ev.predicted, ev.classes), ev.classes, tmp / "confusion_matrix.png")
+    save_counts(COUNTS, ev.counts, split_hash(CLEAN))
     write_json(METRICS, metrics)
     write_json(SCORES, scores)
     rel = metrics["reliability"]

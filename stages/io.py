@@ -72,20 +72,26 @@ def atomic_dir(final: Path) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename), so a crash never leaves half a file."""
+def write_atomic(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
+    """Write a file atomically (temp file + rename), so a crash never leaves half a file: `write(f)` fills it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f"{_tmp_prefix(path)}{os.getpid()}-", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    def dump(f) -> None:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+    write_atomic(path, dump)
 
 
 def read_json(path: Path) -> Any:

@@ -111,10 +111,17 @@ class EvaluateParams(Strict):
 
 class RegisterParams(Strict):
     model_name: str = "sentiment-classifier"
-    metric: str = "auto"  # auto: the task's default; else one of its metrics (Task.metrics)
-    min_improvement: float = Field(0.0, ge=0)  # champion moves only if beaten by this much
+    metric: str = "auto"  # auto: the task's default; else one of its metrics (Task.gate_metrics)
+    # the gate (stages.gate): the paired bootstrap interval of challenger - champion must lie above min_improvement
+    min_improvement: float = Field(0.0, ge=0)
+    bootstrap_samples: int = Field(2000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    seed: int = 0
+    mcnemar_alpha: float = Field(0.05, gt=0, le=1)  # accuracy-type metrics: McNemar's p must be below it
+    max_class_regression: float = Field(0.05, ge=0, le=1)  # no class's F1 may drop by more
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
+    previous_alias: str = "previous"  # the champion a promotion replaced: what flows.rollback restores
 
 
 class ModelParams(Strict):

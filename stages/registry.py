@@ -60,21 +60,41 @@ def set_alias(model_name: str, alias: str, version: str) -> None:
     client().set_registered_model_alias(model_name, alias, version)
 
 
+def describe_version(model_name: str, version: str, text: str) -> None:
+    """The version's description: what the registry UI shows on its page (register writes the model card there)."""
+    client().update_model_version(model_name, version, description=text)
+
+
 def facts_tags(f: Facts, metric: str) -> dict[str, str]:
     """How a version carries its Facts (read back by `facts`)."""
     return {"task": f.made_for, "labels": json.dumps(sorted(f.labels)), f"test_{metric}": str(f.value),
             "comparable": str(f.reliable).lower(), **({"not_comparable_because": f.why} if f.why else {})}
 
 
-def _labels_of(mv) -> frozenset[str] | None:
-    """A version registered before versions carried a `labels` tag: its pipeline.json, from the model's artifacts
-    (one folder, named after the fine-tuned folder)."""
+def _folder_uri(mv) -> str:
+    """Where a version's fine-tuned folder is: the pyfunc's one artifact folder, named after the fine-tuned one."""
     import mlflow
 
     base = f"models:/{mv.name}/{mv.version}"
+    return f"{base}/{mlflow.artifacts.list_artifacts(artifact_uri=f'{base}/artifacts')[0].path}"
+
+
+def model_folder(mv, dest: Path) -> Path:
+    """Download a registered version's fine-tuned folder (weights, tokenizer, pipeline.json) into `dest`."""
+    import mlflow
+
     try:
-        folder = mlflow.artifacts.list_artifacts(artifact_uri=f"{base}/artifacts")[0].path
-        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{folder}/pipeline.json")
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=_folder_uri(mv), dst_path=str(dest)))
+    except (mlflow.exceptions.MlflowException, OSError, IndexError) as e:
+        raise PipelineError(f"model {mv.name} version {mv.version}: cannot download its model folder ({e})") from None
+
+
+def _labels_of(mv) -> frozenset[str] | None:
+    """A version registered before versions carried a `labels` tag: its pipeline.json, from the model's artifacts."""
+    import mlflow
+
+    try:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{_folder_uri(mv)}/pipeline.json")
         return frozenset(read_json(Path(path))["labels"])
     except (mlflow.exceptions.MlflowException, OSError, IndexError, KeyError, ValueError):
         return None

@@ -192,6 +192,10 @@ def log_dict(obj: dict, path: str) -> None:
     _mlflow().log_dict(obj, path)
 
 
+def log_text(text: str, path: str) -> None:
+    _mlflow().log_text(text, path)
+
+
 def client():
     from mlflow import MlflowClient
 
@@ -200,21 +204,18 @@ def client():
 
 
 def log_served_model(model_dir: str, model_name: str, requirements: list[str], example, example_output) -> str:
-    """Log the fine-tuned folder as the pyfunc model (stages.serving.Served, with the stages package as code) to the
-    active run and register it under `model_name`; returns the new version."""
+    """Log the fine-tuned folder as the pyfunc model (stages.serving.Served, declared from code, with the stages
+    package as code) to the active run and register it under `model_name`; returns the new version."""
     from mlflow.models import infer_signature
 
-    from stages.cli import without_log_lines
+    from stages import served_model  # imported, not only named: the register stage's dvc.yaml deps include it
     from stages.serving import Served
 
-    # MLflow warns that a python_model object is pickled; ours is an empty instance of a class shipped in code_paths
-    # (cloudpickle stores a reference to stages.serving.Served, no code), and its state is built in load_context from
-    # the artifacts: nothing to be cautious about, so not a line in every register log.
-    with without_log_lines("mlflow.pyfunc", "CloudPickle"):
-        info = _mlflow().pyfunc.log_model(
-            name="model", python_model=Served(), artifacts={"model": model_dir}, code_paths=[str(Path(__file__).parent)],
-            pip_requirements=requirements, input_example=example,
-            signature=Served.signature(infer_signature(example, example_output)), registered_model_name=model_name)
+    # models-from-code (stages/served_model.py declares Served()): the registry stores code, no pickled object
+    info = _mlflow().pyfunc.log_model(
+        name="model", python_model=served_model.__file__, artifacts={"model": model_dir},
+        code_paths=[str(Path(__file__).parent)], pip_requirements=requirements, input_example=example,
+        signature=Served.signature(infer_signature(example, example_output)), registered_model_name=model_name)
     return str(info.registered_model_version)
 
 

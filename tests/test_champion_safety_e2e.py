@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -72,7 +73,9 @@ def test_bad_data_never_takes_the_champion_alias(tmp_path, registered):
     # 3) good data again: compared with the champion as usual
     write_reviews(root / "data/source/reviews.csv", 200)
     run_in(root, "dvc", "repro")
-    assert report(root)["reason"].startswith(("0.", "1.")) and report(root)["previous_champion"]["version"] == "1"
+    r = report(root)  # the same test split as version 1's: its logged counts, not a re-scoring
+    assert r["previous_champion"]["version"] == "1" and r["gate"]["champion_scored"].startswith("its counts logged")
+    assert r["gate"]["units"] == json.loads((root / "reports/metrics.json").read_text())["reliability"]["test_rows"]
 
 
 def copies_for_registering(registered: Path, tmp_path: Path, uri: str, scores: list[float], env: dict) -> list[Path]:
@@ -86,10 +89,23 @@ def copies_for_registering(registered: Path, tmp_path: Path, uri: str, scores: l
         metrics = json.loads((root / "reports/metrics.json").read_text())
         metrics["test"]["accuracy"] = score
         (root / "reports/metrics.json").write_text(json.dumps(metrics))
+        fake_counts(root / "reports/test_counts.npz", score)
         run = client.create_run(exp.experiment_id)
         (root / "reports/mlflow_run.json").write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri}))
         roots.append(root)
     return roots
+
+
+def fake_counts(path: Path, accuracy: float, units: int = 1000) -> None:
+    """Test counts with this accuracy on `units` rows, the first ones right: any two such sets differ with confidence
+    (the gate then decides by score alone, as these tests expect), on the project's own test split hash."""
+    from stages.champion import load_counts, save_counts
+    from stages.tasks.sequence import label_counts
+
+    split = load_counts(path)[1]
+    y = np.arange(units) % 2
+    right = np.arange(units) < round(accuracy * units)
+    save_counts(path, label_counts(y, np.where(right, y, 1 - y), ["neg", "pos"]), split)
 
 
 def versions(client, name: str) -> int:
@@ -286,3 +302,60 @@ def test_git_dirty_counts_what_decides_the_model_not_the_pipelines_outputs(tmp_p
     run_in(root, "dvc", "repro", "-f", "-s", "finetune")
     run_id = json.loads((root / "reports/mlflow_run.json").read_text())["run_id"]
     assert client.get_run(run_id).data.tags["git.dirty"] == "true"
+
+
+def test_the_champion_is_rescored_when_the_test_split_changes(tmp_path, registered):
+    """New data moves the test split: register re-scores the champion from its registered folder, on the new split,
+    and both models are compared on the same units; re-scoring the champion on its own split gives its logged counts."""
+    from stages import tasks
+    from stages.champion import load_counts, rescore
+
+    root = tmp_path / "p"
+    shutil.copytree(registered, root, symlinks=True)
+    logged, split = load_counts(root / "reports/test_counts.npz")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        params, task = tasks.load()
+        again = rescore(task, root / "models/finetuned", root / "data/clean", params)
+    finally:
+        os.chdir(cwd)
+    assert again.classes == logged.classes and np.array_equal(again.counts, logged.counts)
+    write_reviews(root / "data/source/reviews.csv", 320)
+    run_in(root, "dvc", "repro")
+    r = report(root)
+    units = json.loads((root / "reports/metrics.json").read_text())["reliability"]["test_rows"]
+    assert r["test_split"] != split and r["gate"]["champion_scored"] == "re-scored on the current test split"
+    assert r["gate"]["units"] == units != len(logged.counts)
+    client = client_for(f"sqlite:///{root / 'mlflow.db'}")
+    v2 = client.get_model_version("toy", "2")
+    assert v2.tags["test_split"] == r["test_split"] and v2.tags["decision"] == r["reason"]
+    assert v2.description.startswith("# toy version 2") and "## Lineage" in v2.description
+    assert "paired bootstrap interval" in v2.description and "dvc.data/clean" in v2.description
+
+
+def test_rollback_restores_the_replaced_champion_and_says_why(tmp_path, registered):
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    env = project_env() | {"MLFLOW_TRACKING_URI": uri}
+    roots = copies_for_registering(registered, tmp_path, uri, [0.60, 0.90], env)
+    for root in roots:  # one after the other: 0.90 replaces 0.60 with confidence
+        subprocess.run([sys.executable, "-m", "stages.register"], cwd=root, env=env, check=True, capture_output=True)
+    client = client_for(uri)
+    alias = lambda a: str(client.get_model_version_by_alias("toy", a).version)
+    assert (alias("champion"), alias("previous")) == ("2", "1") and report(roots[1])["gate"]["checks"]["mcnemar"]
+    rollback = [sys.executable, "-m", "flows.rollback", "--reason", "complaints since version 2"]
+    proc = subprocess.run(rollback, cwd=roots[0], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "toy: the champion is version 1 again (was 2): complaints since version 2" in proc.stderr
+    assert alias("champion") == "1" and "previous" not in client.get_registered_model("toy").aliases
+    assert client.get_model_version("toy", "2").tags["rolled_back"].endswith(
+        "complaints since version 2 (champion now version 1)")
+    assert json.loads(client.get_registered_model("toy").tags["rollbacks"])[0]["replaced"] == "2"
+    proc = subprocess.run(rollback, cwd=roots[0], env=env, capture_output=True, text=True)  # no `previous` any more
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        "error: rollback: toy has no 'previous' alias (no promotion has replaced a champion, or a rollback used it): "
+        "name the version with --to")
+    proc = subprocess.run([*rollback, "--to", "7"], cwd=roots[0], env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == "error: rollback: toy has no version 7"
+    subprocess.run([*rollback, "--to", "2"], cwd=roots[0], env=env, check=True, capture_output=True)
+    assert alias("champion") == "2"

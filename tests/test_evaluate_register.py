@@ -10,7 +10,7 @@ import pytest
 from stages.baselines import majority_predictions, probe_predictions
 from stages.evaluate import bootstrap_ci, confusion, reliability
 from stages.params import EvaluateParams
-from stages.register import decide, pip_requirements
+from stages.register import pip_requirements, precheck
 from stages.registry import Facts
 from stages.serving import as_texts
 from stages.tasks.base import Evaluation
@@ -40,28 +40,24 @@ def facts(value, labels=("neg", "pos"), made_for="sequence_classification", reli
     return Facts("1", made_for, frozenset(labels), value, reliable, why)
 
 
-def test_champion_decision():
-    assert decide(facts(0.80), None, 0.0) == (True, "no champion yet")
-    assert decide(facts(0.85), facts(0.84), 0.0)[0]
-    assert not decide(facts(0.845), facts(0.84), 0.01)[0]
-    assert decide(facts(0.85), facts(0.84), 0.01)[0]
-    assert not decide(facts(0.80), facts(0.84), 0.0)[0]
-    assert not decide(facts(0.84), facts(0.84), 0.0)[0]  # a tie keeps the champion
+def test_precheck_leaves_comparable_versions_to_the_gate():
+    assert precheck(facts(0.80), None) == (True, "no champion yet")
+    assert precheck(facts(0.85), facts(0.84)) is None  # scores alone decide nothing: tests/test_gate.py
+    assert precheck(facts(0.80), facts(0.84)) is None
+    assert precheck(facts(0.9, labels=("pos", "neg")), facts(0.8)) is None  # the same set in another order
+    # a champion that won on a meaningless test split is re-scored on the current one like any other
+    assert precheck(facts(0.7), facts(1.0, reliable=False, why="3 rows")) is None
 
 
-def test_champion_decision_refuses_what_is_not_comparable():
+def test_precheck_refuses_what_is_not_comparable():
     tiny = facts(1.0, reliable=False, why="the test split has 3 rows (evaluate.min_test_rows: 100)")
-    assert decide(tiny, None, 0.0) == (False, "not comparable: the test split has 3 rows (evaluate.min_test_rows: 100)")
-    assert decide(tiny, facts(0.5), 0.0)[0] is False
-    promote, why = decide(facts(0.99, labels=("neg", "pos", "NaN")), facts(0.8), 0.0)
+    assert precheck(tiny, None) == (False, "not comparable: the test split has 3 rows (evaluate.min_test_rows: 100)")
+    assert precheck(tiny, facts(0.5))[0] is False
+    promote, why = precheck(facts(0.99, labels=("neg", "pos", "NaN")), facts(0.8))
     assert not promote and why == ("not comparable: the label set differs from the champion's (new: ['NaN']; "
                                    "missing: none)")
-    promote, why = decide(facts(0.99, made_for="multilabel_classification"), facts(0.8), 0.0)
+    promote, why = precheck(facts(0.99, made_for="multilabel_classification"), facts(0.8))
     assert not promote and "task multilabel_classification, the champion's is sequence_classification" in why
-    assert decide(facts(0.9, labels=("pos", "neg")), facts(0.8), 0.0)[0]  # the same set in another order
-    # a champion that won on a meaningless test split is displaced by any comparable version
-    assert decide(facts(0.7), facts(1.0, reliable=False, why="3 rows"), 0.0) == (
-        True, "the champion (version 1) has no comparable test score: 3 rows")
 
 
 def test_reliability_flags_small_test_splits_and_classes():

@@ -53,8 +53,9 @@ class EvalInputs:
 class Evaluation:
     """evaluate's result: test metrics, the baselines', one row per class (label, precision, recall, f1, support; every
     class of the model, support 0 included), the (actual, predicted) pairs the confusion plot counts, over `classes`,
-    anything else for metrics.json, the number of test units (rows, sentences) and `rescore(idx)`: the task's
-    default metric on the test units `idx` (with repeats: the bootstrap's resamples)."""
+    anything else for metrics.json, the number of test units (rows, sentences), `rescore(idx)`: the task's
+    default metric on the test units `idx` (with repeats: the bootstrap's resamples), and `counts`: per unit and class,
+    tp/fp/fn (stages.gate.Counts), what register's champion/challenger gate tests."""
 
     test: dict[str, float]
     baselines: dict[str, dict[str, float]]
@@ -65,6 +66,7 @@ class Evaluation:
     extra: dict = field(default_factory=dict)
     units: int = 0
     rescore: Callable[[np.ndarray], float] | None = None
+    counts: Any = None  # stages.gate.Counts
 
 
 class Task(ABC):
@@ -75,6 +77,10 @@ class Task(ABC):
     unit: ClassVar[str] = "rows"  # what ingest and clean count
     examples: ClassVar[list[str]]  # register's input example
     answers_empty_text: ClassVar[bool] = False  # serving: an empty text has an honest prediction (else: refused)
+    # register's gate: the metrics it can test from per-unit counts (stages.gate.KINDS), and whether macro-F1 averages
+    # over every class (sklearn on label sets) or only those in truth or prediction (sklearn on labels, seqeval)
+    gate_metrics: ClassVar[dict[str, str]]
+    macro_over_all: ClassVar[bool] = False
 
     # --- params -----------------------------------------------------------------------------------------------
     def check(self, params: Params) -> None:
@@ -93,6 +99,9 @@ class Task(ABC):
             if value != "auto" and value not in self.metrics:
                 raise PipelineError(f"params.yaml: {key}: '{value}' is not a {self.name} metric (choose from auto, "
                                     f"{', '.join(self.metrics)})")
+        if self.metric(params.register.metric) not in self.gate_metrics:
+            raise PipelineError(f"params.yaml: register.metric: '{params.register.metric}' is not one register's gate "
+                                f"can test for {self.name} (choose from auto, {', '.join(self.gate_metrics)})")
 
     def require_same(self, made_for: str | None, what: str, hint: str) -> None:
         """`what` (data, a model, a registered name) was made for task `made_for`: it must be this one."""

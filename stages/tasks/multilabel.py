@@ -63,6 +63,14 @@ def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
     return float(f1_score(y, pred, average="macro", zero_division=0))
 
 
+def set_counts(y: np.ndarray, pred: np.ndarray, labels: list[str]):
+    """Per row and label, tp/fp/fn of the label sets: what register's gate resamples."""
+    from stages.gate import Counts
+
+    t, q = y > 0, pred > 0
+    return Counts(np.stack([t & q, ~t & q, t & ~q], axis=1).astype(np.int32), tuple(labels))
+
+
 def per_label(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> list[dict]:
     from sklearn.metrics import precision_recall_fscore_support
 
@@ -99,6 +107,8 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 class MultiLabelClassification(SequenceClassification):
     name = "multilabel_classification"
     metrics = ("f1_macro", "f1_micro", "f1_weighted", "f1_samples", "accuracy", "loss")
+    gate_metrics = {"f1_macro": "f1_macro", "f1_micro": "f1_micro", "f1_weighted": "f1_weighted", "accuracy": "exact"}
+    macro_over_all = True  # sklearn's macro over label-indicator columns counts every label
     examples = ["I love this, thank you so much!", "This is scary and sad."]
     problem_type = "multi_label_classification"
 
@@ -211,7 +221,7 @@ class MultiLabelClassification(SequenceClassification):
         actual, predicted = confusion_pairs(y, pred, labels)
         return Evaluation(multilabel_metrics(y, pred), scores, per_label(y, pred, labels), actual, predicted,
                           list(labels) + [NONE], {"thresholds": dict(zip(labels, inputs.meta["thresholds"]))},
-                          units=len(y), rescore=lambda idx: macro_f1(y[idx], pred[idx]))
+                          units=len(y), rescore=lambda idx: macro_f1(y[idx], pred[idx]), counts=set_counts(y, pred, labels))
 
     def predictor(self, path: Path, meta: dict):
         """Raw texts in; a DataFrame out: `labels` (the names over their threshold, most probable first), `scores`

@@ -41,6 +41,19 @@ def per_class(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> list
              "support": int(s[i])} for i in ids]
 
 
+def label_counts(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]):
+    """Per row and class, tp/fp/fn (one label per row: a hit is a tp of its class, a miss a fp of the predicted class
+    and a fn of the true one): what register's gate resamples."""
+    from stages.gate import Counts
+
+    n, rows, hit = len(y_true), np.arange(len(y_true)), y_true == y_pred
+    out = np.zeros((n, 3, len(labels)), np.int32)
+    out[rows[hit], 0, y_true[hit]] = 1
+    out[rows[~hit], 1, y_pred[~hit]] = 1
+    out[rows[~hit], 2, y_true[~hit]] = 1
+    return Counts(out, tuple(labels))
+
+
 def probe_texts(inputs: EvalInputs, probe_rows: int) -> tuple[pd.DataFrame, pd.Series]:
     """Up to `probe_rows` cleaned train rows (text, label; a seeded shuffle) and the cleaned test texts: what the
     baselines that read texts (frozen_probe, tfidf) learn from and score."""
@@ -66,6 +79,7 @@ def frozen_embeddings(inputs: EvalInputs, texts: tuple[pd.DataFrame, pd.Series],
 class SequenceClassification(Task):
     name = "sequence_classification"
     metrics = ("accuracy", "f1_macro", "f1_weighted", "loss")
+    gate_metrics = {"accuracy": "exact", "f1_macro": "f1_macro", "f1_weighted": "f1_weighted"}
     operations = ("synonym", "insert", "swap", "delete")
     baselines = (*Task.baselines, "tfidf")
     examples = ["a gem of a film", "a dull, lifeless remake"]
@@ -142,7 +156,8 @@ class SequenceClassification(Task):
         names = np.asarray(labels)
         return Evaluation(classification_metrics(y_true, y_pred), scores, per_class(y_true, y_pred, labels),
                           list(names[y_true]), list(names[y_pred]), labels, units=len(y_true),
-                          rescore=lambda idx: float(np.mean(y_true[idx] == y_pred[idx])))  # accuracy
+                          rescore=lambda idx: float(np.mean(y_true[idx] == y_pred[idx])),  # accuracy
+                          counts=label_counts(y_true, y_pred, labels))
 
     def predictor(self, path: Path, meta: dict):
         """Raw texts in; a DataFrame of label, score (its probability), truncated (the text had more than max_length

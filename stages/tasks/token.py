@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from stages.align import IGNORE, tokenize_sentences
-from stages.entities import entity_counts, entity_scores, entity_spans, micro_f1, per_type, type_confusion
+from stages.entities import entity_counts, entity_scores, entity_spans, micro_f1, per_type, type_confusion, type_counts
 from stages.io import read_splits, write_splits
 from stages.iob import OUTSIDE
 from stages.params import AugmentParams, CleanParams, FinetuneParams, IngestParams, TokenizeParams
@@ -102,6 +102,7 @@ class TokenClassification(Task):
     name = "token_classification"
     # entity-level (seqeval); `accuracy` is token accuracy and `f1_macro` the mean of the per-type F1s
     metrics = ("f1", "precision", "recall", "f1_macro", "accuracy", "loss")
+    gate_metrics = {"f1": "f1_micro", "precision": "precision_micro", "recall": "recall_micro", "f1_macro": "f1_macro"}
     operations = ("synonym", "mention", "shuffle")
     unit = "sentences"
     answers_empty_text = True  # no words, no entities
@@ -183,7 +184,8 @@ class TokenClassification(Task):
         extra = {"type_confusion": {a: {c: int(cm[i, j]) for j, c in enumerate(classes)} for i, a in enumerate(classes)}}
         counts = entity_counts(y_true, y_pred)
         return Evaluation(entity_scores(y_true, y_pred), scores, per_type(y_true, y_pred, labels), actual, predicted,
-                          classes, extra, units=len(y_true), rescore=lambda idx: micro_f1(counts[idx]))
+                          classes, extra, units=len(y_true), rescore=lambda idx: micro_f1(counts[idx]),
+                          counts=type_counts(y_true, y_pred, labels))
 
     def predictor(self, path: Path, meta: dict):
         """Raw texts in; per text, a list of entity spans out: {"type", "start", "end", "text", "score"} with
