@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -196,8 +197,54 @@ def test_mlflow_models_serve(registered, store):
             raise AssertionError(f"mlflow models serve did not start: {(store / 'serve.log').read_text()[-2000:]}")
         r = httpx.post(f"{url}/invocations", json={"inputs": [1, None]}, timeout=60)
         assert r.status_code == 400 and "input row 0: got float '1.0', not a string" in r.json()["message"]
+        for body in ({"inputs": []}, {"inputs": [{"text": 3}]}, {"wrong_key": ["x"]}, {"inputs": {"text": 1}}):
+            r = httpx.post(f"{url}/invocations", json=body, timeout=60)  # a 4xx with a message, never a 500 trace
+            assert 400 <= r.status_code < 500 and r.json()["message"] and "Traceback" not in r.text, (body, r.text)
         r = httpx.post(f"{url}/invocations", json={"inputs": ["a fine film", LONG]}, timeout=60)
         assert r.status_code == 200 and [p["truncated"] for p in r.json()["predictions"]] == [False, True]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the server and the uvicorn worker it started
         proc.wait(30)
+
+
+# --- batch scoring: python -m flows.predict -------------------------------------------------------------------------
+def predict(store, *args) -> subprocess.CompletedProcess:
+    env = project_env() | {"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
+    return subprocess.run([sys.executable, "-m", "flows.predict", *map(str, args)], cwd=store, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_batch_scoring_streams_a_file_and_keeps_its_rows(store, served, registered):
+    texts = [f"review {i}, with a comma" + " good" * (i % 9) for i in range(25)]
+    src = store / "batch.csv"
+    pd.DataFrame({"id": range(25), "text": texts, "label": ["positive"] * 25}).to_csv(src, index=False)
+    proc = predict(store, registered["sequence_classification"], src, "--chunk-rows", "7")  # 4 chunks
+    assert proc.returncode == 0, proc.stderr
+    out = pd.read_parquet(store / "batch.predictions.parquet")
+    # CSV cells stay the text they were (no per-chunk type guessing, which could differ between chunks)
+    assert list(out["id"]) == [str(i) for i in range(25)] and list(out["text"]) == texts and set(out["label"]) == {"positive"}
+    expected = served["sequence_classification"][0].predict(texts)
+    assert list(out["pred_label"]) == list(expected["label"])
+    assert out["pred_prob_positive"].to_numpy() == pytest.approx(expected["prob_positive"].to_numpy(), abs=1e-5)
+    # a folder of CSV and JSONL, NER spans as JSON strings, written as CSV
+    folder = store / "incoming"
+    folder.mkdir()
+    pd.DataFrame({"text": ["Angela Merkel visited Paris."]}).to_csv(folder / "a.csv", index=False)
+    (folder / "b.jsonl").write_text(json.dumps({"text": "Shares of Apple rose."}) + "\n")
+    proc = predict(store, registered["token_classification"], folder, "--out", store / "ner.csv")
+    assert proc.returncode == 0, proc.stderr
+    ner = pd.read_csv(store / "ner.csv")
+    assert list(ner["text"]) == ["Angela Merkel visited Paris.", "Shares of Apple rose."]
+    assert all(isinstance(json.loads(v), list) for v in ner["pred_value"])
+
+
+def test_batch_scoring_stops_at_a_bad_row_and_writes_nothing(store, registered):
+    src = store / "bad.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["fine", "also fine", "ok", 42, "fine"]))
+    proc = predict(store, registered["sequence_classification"], src, "--chunk-rows", "2")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: predict: {src}: row 4, column 'text': got int '42', "
+                                                    "not a string")
+    assert not list(store.glob("bad.predictions*")) and not list(store.glob(".bad.predictions*"))
+    proc = predict(store, registered["sequence_classification"], src, "--text-column", "review")
+    assert proc.returncode == 1 and f"{src}: no 'review' column" in proc.stderr
