@@ -133,13 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or args.input.with_name(f"{args.input.stem}.predictions.parquet")
     if out.suffix not in SUFFIXES:
         raise PipelineError(f"--out {out}: write .csv, .tsv, .jsonl or .parquet")
-    import mlflow
-
     if args.model_uri.startswith("models:/"):
         tracking.check_server()
-        mlflow.set_registry_uri(tracking.tracking_uri())
-        mlflow.set_tracking_uri(tracking.tracking_uri())
-    model = mlflow.pyfunc.load_model(args.model_uri)
+    model = tracking.load_model(args.model_uri)
     rows: list[int] = []
 
     def write_all(f) -> None:

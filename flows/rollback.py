@@ -29,8 +29,8 @@ def rollback(model_name: str, reason: str, to: str | None, aliases: tuple[str, s
 
     champion_alias, previous_alias = aliases
     with registry.lock(model_name):
-        current = registry.alias_version(model_name, champion_alias)
-        target = to or getattr(registry.alias_version(model_name, previous_alias), "version", None)
+        current, previous = (registry.alias_version(model_name, a) for a in (champion_alias, previous_alias))
+        target = to or (previous and previous.version)
         if target is None:
             raise PipelineError(f"{model_name} has no '{previous_alias}' alias (no promotion has replaced a champion, "
                                 "or a rollback used it): name the version with --to")
@@ -48,7 +48,7 @@ def rollback(model_name: str, reason: str, to: str | None, aliases: tuple[str, s
                                     f"{champion_alias} (version {current.version}): it cannot serve in its place")
         when = time.strftime("%Y-%m-%d %H:%M:%S %z")
         registry.set_alias(model_name, champion_alias, target)
-        if to is None or str(getattr(registry.alias_version(model_name, previous_alias), "version", "")) == target:
+        if previous is not None and str(previous.version) == target:  # `previous` is used up
             registry.client().delete_registered_model_alias(model_name, previous_alias)
         registry.tag_version(model_name, target, {"restored_as_champion": f"{when}: {reason}"})
         if current is not None:

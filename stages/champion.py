@@ -20,7 +20,8 @@ import numpy as np
 from stages.gate import Counts
 from stages.io import PipelineError, read_json, split_paths, write_atomic
 
-ARTIFACT = "gate/test_counts.npz"
+COUNTS = Path("reports/test_counts.npz")  # evaluate writes it, register reads it (a dvc.yaml out and dep)
+ARTIFACT_DIR = "gate"  # where register logs it in the version's run
 log = logging.getLogger(__name__)
 
 
@@ -49,7 +50,7 @@ def logged_counts(mv, split: str) -> Counts | None:
     if (mv.tags or {}).get("test_split") != split or not mv.run_id:
         return None
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=ARTIFACT)
+        path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"{ARTIFACT_DIR}/{COUNTS.name}")
     except (mlflow.exceptions.MlflowException, OSError):
         return None
     counts, logged_split = load_counts(Path(path))

@@ -37,18 +37,6 @@ def per_type(y_true: list[list[str]], y_pred: list[list[str]], labels: list[str]
     return rows + [{"label": t, "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0} for t in missing]
 
 
-def entity_counts(y_true: list[list[str]], y_pred: list[list[str]]) -> np.ndarray:
-    """Per sentence: (correct, predicted, gold) entity mentions, default mode: their sums give seqeval's micro F1,
-    so a bootstrap over sentences needs no seqeval call per resample."""
-    from seqeval.metrics.sequence_labeling import get_entities
-
-    out = np.zeros((len(y_true), 3), np.int64)
-    for i, (t, p) in enumerate(zip(y_true, y_pred)):
-        gold, pred = set(get_entities(list(t))), set(get_entities(list(p)))
-        out[i] = len(gold & pred), len(pred), len(gold)
-    return out
-
-
 def type_counts(y_true: list[list[str]], y_pred: list[list[str]], labels: list[str]):
     """Per sentence and entity type: tp/fp/fn mentions, default mode (what register's gate resamples). The types are
     the model's (`labels`) and any a prediction or gold tag names besides."""
@@ -66,11 +54,6 @@ def type_counts(y_true: list[list[str]], y_pred: list[list[str]], labels: list[s
             for e in found:
                 out[i, k, col[e[0]]] += 1
     return Counts(out, tuple(types))
-
-
-def micro_f1(counts: np.ndarray) -> float:
-    tp, n_pred, n_gold = counts.sum(0)
-    return float(2 * tp / (n_pred + n_gold)) if n_pred + n_gold else 0.0
 
 
 def type_of(tag: str) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from stages import tasks, tracking
-from stages.champion import save_counts, split_hash
+from stages.champion import COUNTS, save_counts, split_hash
 from stages.io import atomic_dir, read_json, read_splits, write_json
 from stages.loading import Trust, load_encoder, load_tokenizer
 from stages.modeling import pick_device
@@ -28,7 +28,6 @@ from stages.tasks.base import EvalInputs, Evaluation, Task
 
 TOKENIZED, CLEAN, MODEL = Path("data/tokenized"), Path("data/clean"), Path("models/finetuned")
 METRICS, SCORES, PLOTS = Path("reports/metrics.json"), Path("reports/scores.json"), Path("reports/plots")
-COUNTS = Path("reports/test_counts.npz")  # per test unit and class tp/fp/fn: register's gate (stages.champion)
 log = logging.getLogger(__name__)
 
 

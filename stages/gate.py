@@ -16,6 +16,7 @@ Pure: numbers in, a decision dict out. register feeds it; tests feed it hand-bui
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -31,10 +32,30 @@ class Counts:
     counts: np.ndarray
     classes: tuple[str, ...]
 
-    @property
+    @cached_property
     def exact(self) -> np.ndarray:
         """1 where the unit has no false positive and no false negative."""
         return (self.counts[:, 1:].sum(axis=(1, 2)) == 0).astype(np.float64)
+
+    @cached_property
+    def _flat(self) -> np.ndarray:
+        return self.counts.reshape(len(self.counts), -1).astype(np.float64)
+
+    def metric(self, w: np.ndarray, kind: str, macro_all: bool) -> np.ndarray:
+        """The metric on the units weighted by each row of `w` (resamples x units: how often each unit is drawn)."""
+        return score((w @ self._flat).reshape(len(w), *self.counts.shape[1:]), w @ self.exact, w.sum(1), kind,
+                     macro_all)
+
+    def value(self, kind: str, macro_all: bool) -> float:
+        """The metric on all units, each once."""
+        return float(self.metric(np.ones((1, len(self.counts))), kind, macro_all)[0])
+
+    def rescorer(self, kind: str, macro_all: bool):
+        """rescore(idx): the metric on the units `idx` (with repeats: a bootstrap resample), as evaluate's interval
+        takes it (stages.tasks.base.Evaluation)."""
+        n = len(self.counts)
+        return lambda idx: float(self.metric(np.bincount(idx, minlength=n)[None].astype(np.float64), kind,
+                                             macro_all)[0])
 
     def aligned(self, classes: tuple[str, ...]) -> Counts:
         """The same counts with the class axis in `classes`' order (a model may number its labels differently)."""
@@ -79,21 +100,11 @@ def paired_bootstrap(new: Counts, old: Counts, kind: str, macro_all: bool, sampl
     """(observed difference, interval low, high) of new - old on the metric, over `samples` resamples of the units
     with replacement; both models see the same resample (paired). Chunked: memory stays ~chunk x units floats."""
     n = len(new.counts)
-    stats = []
-    for c in (new, old):
-        flat = c.counts.reshape(n, -1).astype(np.float64)
-        stats.append((flat, c.exact, c.counts.shape[1:]))
-
-    def metric(w: np.ndarray, s) -> np.ndarray:
-        flat, exact, shape = s
-        return score((w @ flat).reshape(len(w), *shape), w @ exact, w.sum(1), kind, macro_all)
-
-    ones = np.ones((1, n))
-    observed = float(metric(ones, stats[0])[0] - metric(ones, stats[1])[0])
+    observed = new.value(kind, macro_all) - old.value(kind, macro_all)
     rng, diffs = np.random.default_rng(seed), []
     for start in range(0, samples, chunk):
         w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, samples - start)).astype(np.float64)
-        diffs.append(metric(w, stats[0]) - metric(w, stats[1]))
+        diffs.append(new.metric(w, kind, macro_all) - old.metric(w, kind, macro_all))
     d = np.concatenate(diffs)
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(d, [tail, 100 - tail])
@@ -118,9 +129,7 @@ def gate(new: Counts, old: Counts, kind: str, macro_all: bool, p) -> dict:
         raise ValueError(f"the two models were scored on different test splits ({new.counts.shape[0]} and "
                          f"{old.counts.shape[0]} units)")
     old = old.aligned(new.classes)
-    ones = np.ones(1)
-    values = [float(score(c.counts.sum(0)[None], c.exact.sum()[None], ones * len(c.counts), kind, macro_all)[0])
-              for c in (new, old)]
+    values = [c.value(kind, macro_all) for c in (new, old)]
     diff, low, high = paired_bootstrap(new, old, kind, macro_all, p.bootstrap_samples, p.confidence, p.seed)
     checks, reasons = {}, []
     checks["interval"] = low > p.min_improvement

@@ -18,14 +18,14 @@ from importlib.metadata import version
 from pathlib import Path
 
 from stages import registry, tasks, tracking
-from stages.champion import ARTIFACT, champion_counts, load_counts
+from stages.champion import ARTIFACT_DIR, COUNTS, champion_counts, load_counts
 from stages.gate import gate
 from stages.io import read_json, write_json
 from stages.modelcard import card
 from stages.registry import Facts
 
 MODEL, METRICS, REPORT = Path("models/finetuned"), Path("reports/metrics.json"), Path("reports/register.json")
-COUNTS, CLEAN = Path("reports/test_counts.npz"), Path("data/clean")
+CLEAN = Path("data/clean")
 CARD_SECTIONS = ("task", "model", "ingest", "clean", "augment", "tokenize", "pretrain", "finetune")
 REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "mlflow", "pydantic", "pyyaml",
                 "seqeval", "scikit-learn", "datasets")  # the served code imports stages.tasks, which imports these
@@ -103,7 +103,7 @@ def main() -> None:
     with tracking.resume_run() as run:
         ver = tracking.log_served_model(str(MODEL), p.model_name, pip_requirements(), task.examples,
                                         task.example_output(labels))
-        tracking.log_artifacts([str(COUNTS)], ARTIFACT.rsplit("/", 1)[0])
+        tracking.log_artifacts([str(COUNTS)], ARTIFACT_DIR)
         registry.tag_version(p.model_name, ver, registry.facts_tags(new, metric) | {"test_split": split})
         promote, reason, old, gated = decide(task, params, ver, new, counts, split)
         serving = ver if promote else (old.version if old else None)

@@ -196,6 +196,14 @@ def log_text(text: str, path: str) -> None:
     _mlflow().log_text(text, path)
 
 
+def load_model(uri: str):
+    """A pyfunc model: `models:/<name>@<alias>` from this project's registry (the store set up as the stages use it),
+    or a local model folder (no store touched)."""
+    import mlflow
+
+    return (_mlflow() if uri.startswith("models:/") else mlflow).pyfunc.load_model(uri)
+
+
 def client():
     from mlflow import MlflowClient
 

@@ -112,6 +112,12 @@ class Task(ABC):
         """Resolve 'auto' to the task's default metric."""
         return self.metrics[0] if value == "auto" else value
 
+    def evaluation(self, counts, **fields) -> Evaluation:
+        """evaluate's result with `counts` (stages.gate.Counts) and what derives from them: the number of test units
+        and `rescore`, the default metric on resampled units (the same sums register's gate resamples)."""
+        return Evaluation(**fields, counts=counts, units=len(counts.counts),
+                          rescore=counts.rescorer(self.gate_metrics[self.metric("auto")], self.macro_over_all))
+
     # --- ingest / clean / augment / tokenize -------------------------------------------------------------------
     @abstractmethod
     def read(self, p: IngestParams) -> Any:

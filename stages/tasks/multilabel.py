@@ -57,12 +57,6 @@ def multilabel_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return out | {"label_cardinality_true": float(y.sum(1).mean()), "label_cardinality_pred": float(pred.sum(1).mean())}
 
 
-def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(y, pred, average="macro", zero_division=0))
-
-
 def set_counts(y: np.ndarray, pred: np.ndarray, labels: list[str]):
     """Per row and label, tp/fp/fn of the label sets: what register's gate resamples."""
     from stages.gate import Counts
@@ -219,9 +213,10 @@ class MultiLabelClassification(SequenceClassification):
             hot = np.asarray(multi_hot(train["label"], label2id))
             scores["tfidf"] = multilabel_metrics(y, tfidf_predictions(train["text"], hot, test_texts))
         actual, predicted = confusion_pairs(y, pred, labels)
-        return Evaluation(multilabel_metrics(y, pred), scores, per_label(y, pred, labels), actual, predicted,
-                          list(labels) + [NONE], {"thresholds": dict(zip(labels, inputs.meta["thresholds"]))},
-                          units=len(y), rescore=lambda idx: macro_f1(y[idx], pred[idx]), counts=set_counts(y, pred, labels))
+        return self.evaluation(set_counts(y, pred, labels), test=multilabel_metrics(y, pred), baselines=scores,
+                               per_class=per_label(y, pred, labels), actual=actual, predicted=predicted,
+                               classes=list(labels) + [NONE],
+                               extra={"thresholds": dict(zip(labels, inputs.meta["thresholds"]))})
 
     def predictor(self, path: Path, meta: dict):
         """Raw texts in; a DataFrame out: `labels` (the names over their threshold, most probable first), `scores`

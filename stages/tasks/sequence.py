@@ -154,10 +154,9 @@ class SequenceClassification(Task):
             scores["tfidf"] = classification_metrics(
                 y_true, tfidf_predictions(train["text"], train["label"].map(label2id).to_numpy(), test_texts))
         names = np.asarray(labels)
-        return Evaluation(classification_metrics(y_true, y_pred), scores, per_class(y_true, y_pred, labels),
-                          list(names[y_true]), list(names[y_pred]), labels, units=len(y_true),
-                          rescore=lambda idx: float(np.mean(y_true[idx] == y_pred[idx])),  # accuracy
-                          counts=label_counts(y_true, y_pred, labels))
+        return self.evaluation(label_counts(y_true, y_pred, labels), test=classification_metrics(y_true, y_pred),
+                               baselines=scores, per_class=per_class(y_true, y_pred, labels),
+                               actual=list(names[y_true]), predicted=list(names[y_pred]), classes=labels)
 
     def predictor(self, path: Path, meta: dict):
         """Raw texts in; a DataFrame of label, score (its probability), truncated (the text had more than max_length

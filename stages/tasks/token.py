@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from stages.align import IGNORE, tokenize_sentences
-from stages.entities import entity_counts, entity_scores, entity_spans, micro_f1, per_type, type_confusion, type_counts
+from stages.entities import entity_scores, entity_spans, per_type, type_confusion, type_counts
 from stages.io import read_splits, write_splits
 from stages.iob import OUTSIDE
 from stages.params import AugmentParams, CleanParams, FinetuneParams, IngestParams, TokenizeParams
@@ -182,10 +182,9 @@ class TokenClassification(Task):
         cm = confusion_matrix(actual, predicted, labels=classes)
         # words: actual type → predicted type
         extra = {"type_confusion": {a: {c: int(cm[i, j]) for j, c in enumerate(classes)} for i, a in enumerate(classes)}}
-        counts = entity_counts(y_true, y_pred)
-        return Evaluation(entity_scores(y_true, y_pred), scores, per_type(y_true, y_pred, labels), actual, predicted,
-                          classes, extra, units=len(y_true), rescore=lambda idx: micro_f1(counts[idx]),
-                          counts=type_counts(y_true, y_pred, labels))
+        return self.evaluation(type_counts(y_true, y_pred, labels), test=entity_scores(y_true, y_pred),
+                               baselines=scores, per_class=per_type(y_true, y_pred, labels), actual=actual,
+                               predicted=predicted, classes=classes, extra=extra)
 
     def predictor(self, path: Path, meta: dict):
         """Raw texts in; per text, a list of entity spans out: {"type", "start", "end", "text", "score"} with
