@@ -1,8 +1,7 @@
-"""The split every task shares: seeded hash order, per-stratum cuts, the source forms (file, given splits, HF).
+"""The split every task shares: a seeded hash per row, the source forms (file, given splits, HF).
 
-Rows are assigned to splits per stratum (a label, or one group) by a seeded hash of a key (the text, a sentence's
-tokens), not by row order: the same text always lands in the same split, so the test split stays stable when rows
-are added or reordered.
+Each row is assigned to a split by a seeded hash of a key (the text, a sentence's tokens), not by row order: the same
+text always lands in the same split, so the test split stays stable when rows are added or reordered.
 """
 
 from __future__ import annotations
@@ -128,19 +127,16 @@ def _groups(df: pd.DataFrame, by: str | None) -> list:
     return list(df.groupby(by, sort=True).groups.values()) if by else [df.index]
 
 
-def stratified_split(df: pd.DataFrame, p: IngestParams, with_validation: bool = True,
-                     key: str = "text", by: str | None = "label") -> dict:
-    """Per `by` value, order rows by a seeded hash of `key`; the first test_size go to test, then validation."""
-    order = _hash_order(df[key], p.split_seed, "split")
-    parts: dict[str, list] = {s: [] for s in SPLITS}
-    for idx in _groups(df, by):
-        ranked = order[idx].sort_values(kind="stable").index
-        n_test = round(len(ranked) * p.test_size)
-        n_val = round(len(ranked) * p.validation_size) if with_validation else 0
-        parts["test"].extend(ranked[:n_test])
-        parts["validation"].extend(ranked[n_test:n_test + n_val])
-        parts["train"].extend(ranked[n_test + n_val:])
-    return {s: df.loc[sorted(parts[s])].reset_index(drop=True) for s in SPLITS}
+def stratified_split(df: pd.DataFrame, p: IngestParams, with_validation: bool = True, key: str = "text") -> dict:
+    """Each row's split is a function of its own `key` alone: its seeded hash, read as a number u in [0, 1), puts it
+    in test when u < test_size, in validation when u < test_size + validation_size, else in train. So a row never
+    changes split when rows are added, removed or reordered (a retrain on new data keeps every old test row in test).
+    Each split's share is the asked one in expectation (per label too: the hash ignores labels), not exactly; a rank
+    cut per label, which we used before, gave exact shares but moved old rows whenever new ones arrived."""
+    u = _hash_order(df[key], p.split_seed, "split").to_numpy() / 2.0**64
+    val = p.validation_size if with_validation else 0.0
+    where = np.where(u < p.test_size, "test", np.where(u < p.test_size + val, "validation", "train"))
+    return {s: df[where == s].reset_index(drop=True) for s in SPLITS}
 
 
 def subsample(df: pd.DataFrame, n: int | None, seed: int, key: str = "text", by: str | None = "label") -> pd.DataFrame:
@@ -158,11 +154,11 @@ def assemble(frames: dict[str, pd.DataFrame], p: IngestParams, key: str = "text"
     """{'all'} → subsample, then split; {'train','test'} → validation carved out of train; all three → as given.
     Only train (or 'all') is subsampled by max_rows: the given test split stays whole."""
     if "all" in frames:
-        return stratified_split(subsample(frames["all"], p.max_rows, p.split_seed, key, by), p, True, key, by)
+        return stratified_split(subsample(frames["all"], p.max_rows, p.split_seed, key, by), p, True, key)
     train = subsample(frames["train"], p.max_rows, p.split_seed, key, by)
     if "validation" in frames:
         return {"train": train, "validation": frames["validation"], "test": frames["test"]}
-    carved = stratified_split(train, p.model_copy(update={"test_size": p.validation_size}), False, key, by)
+    carved = stratified_split(train, p.model_copy(update={"test_size": p.validation_size}), False, key)
     return {"train": carved["train"], "validation": carved["test"], "test": frames["test"]}
 
 

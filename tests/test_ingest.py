@@ -97,9 +97,12 @@ def test_integer_label_outside_names_is_an_error():
 def test_split_is_stratified_sized_and_disjoint():
     splits, _ = ingest({"all": frame(1000)}, IngestParams())
     sizes = {k: len(v) for k, v in splits.items()}
-    assert sizes == {"train": 800, "validation": 100, "test": 100}
+    assert sum(sizes.values()) == 1000
+    # each row by its own hash: the shares are binomial around 80/10/10 (3 standard deviations: +-28, +-28, +-38)
+    assert abs(sizes["test"] - 100) < 28 and abs(sizes["validation"] - 100) < 28 and abs(sizes["train"] - 800) < 38
     for df in splits.values():
-        assert df["label"].value_counts().nunique() == 1  # balanced in every split
+        shares = df["label"].value_counts(normalize=True)
+        assert shares.min() > 0.35  # both labels in every split, near their 50/50 share
     texts = [set(df["text"]) for df in splits.values()]
     assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
 
@@ -111,8 +114,11 @@ def test_test_split_is_stable_under_reorder_and_new_rows():
     shuffled = base.sample(frac=1.0, random_state=1).reset_index(drop=True)
     assert set(stratified_split(shuffled, p)["test"]["text"]) == test_a
     grown = pd.concat([base, pd.DataFrame({"text": [f"new {i}" for i in range(50)], "label": ["neg", "pos"] * 25})])
-    test_b = set(stratified_split(grown.reset_index(drop=True), p)["test"]["text"])
-    assert len(test_a & test_b) >= 0.9 * len(test_a)  # adding 5% more data keeps >=90% of the test split
+    grown_splits = stratified_split(grown.reset_index(drop=True), p)
+    assert test_a <= set(grown_splits["test"]["text"])  # every old test row stays in test ...
+    for part in ("train", "validation"):  # ... and every old row stays in its split
+        assert set(stratified_split(base, p)[part]["text"]) <= set(grown_splits[part]["text"])
+    assert len(set(grown_splits["test"]["text"]) - test_a) > 0  # new rows get their share of test
 
 
 def test_split_seed_moves_the_split():
@@ -129,7 +135,7 @@ def test_given_files_are_used_as_splits(tmp_path):
     assert {k: len(v) for k, v in splits.items()} == {"train": 50, "validation": 10, "test": 10}
     p2 = p.model_copy(update={"validation_file": None})  # test given, validation carved out of train
     splits, _ = ingest(*read_source(p2)[:1], p2)
-    assert len(splits["test"]) == 10 and len(splits["validation"]) in (4, 6)  # 10% of each label, rounded
+    assert len(splits["test"]) == 10 and 0 < len(splits["validation"]) < 15  # ~10% of train, by hash
     assert len(splits["train"]) + len(splits["validation"]) == 50
 
 
@@ -269,7 +275,7 @@ def test_semicolon_file_hints_at_the_separator_param_which_reads_it(tmp_path):
     with pytest.raises(PipelineError, match=rf"^{path}: no column 'text' \(ingest.text_column\); columns present: "
                                             r"text;label; the header looks ';'-separated: set ingest.separator: ';'$"):
         read_task(path)
-    assert len(read_task(path, separator=";").splits["train"]) == 32
+    assert sum(map(len, read_task(path, separator=";").splits.values())) == 40
     tabs = write(tmp_path / "tabs.csv", "text\tlabel\n" + rows_csv(40, "\t"))
     with pytest.raises(PipelineError, match=r"the header looks tab-separated: set ingest.format: tsv$"):
         read_task(tabs)
