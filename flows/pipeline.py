@@ -133,7 +133,19 @@ def changed_stages(target: str | None = None) -> list[str]:
 
 
 def _build_flow():
-    """Define the Prefect flow and task lazily, so importing this module stays cheap."""
+    """The pipeline flow (built lazily, so importing this module stays cheap)."""
+    return _build()[0]
+
+
+def stage_runner():
+    """`run(log, only_if_changed, push, retries, restore_on_failure, retry_delay)`: the pipeline flow's body without
+    its checkout lock, for a flow that holds the lock itself (flows.retrain) and runs the stages as its own tasks."""
+    return _build()[1]
+
+
+@functools.cache
+def _build():
+    """Define the Prefect flow and task once: (pipeline flow, its body)."""
     from prefect import flow, get_run_logger, task
     from prefect.runtime import flow_run
 
@@ -178,7 +190,7 @@ def _build_flow():
             log.info("to record this run: git add dvc.lock reports && git commit%s", "" if push else "; dvc push")
         return {"ran": ran, "stages": results}
 
-    return pipeline
+    return pipeline, _pipeline
 
 
 def run_flow(flow, params: dict, prog: str, interrupted: str):

@@ -43,6 +43,9 @@ class IngestParams(Strict):
     validation_size: float = Field(0.1, gt=0, lt=0.5)
     test_size: float = Field(0.1, gt=0, lt=0.5)
     split_seed: int = 42  # own seed: changing the training seed must never move the test split
+    # files retraining appended (flows.retrain): each file of this folder (or of each listed path), in name order,
+    # read as the source is and added to it ('all', or 'train' with given splits); null: none
+    landed: str | list[str] | None = None
 
     @model_validator(mode="after")
     def _files_pair(self) -> IngestParams:
@@ -133,6 +136,31 @@ class ModelParams(Strict):
     allow_pickle_weights: bool = False
 
 
+class DriftThresholds(Strict):
+    """Where a drift measure counts as drift (null: never). p-values count below, the others above."""
+    label_p: float | None = Field(None, gt=0, lt=1)  # chi-square p-value of the label distribution, new vs train
+    length_ks: float | None = Field(None, gt=0, le=1)  # KS statistic of text lengths (words)
+    unk_increase: float | None = Field(None, ge=0, le=1)  # [UNK] share of tokens, new minus train
+    domain_auc: float | None = Field(None, ge=0.5, le=1)  # a classifier telling new from train rows apart
+
+
+class DriftParams(Strict):
+    sample: int = Field(500, ge=10)  # rows per side (seeded) for the embedding and [UNK] measures
+    seed: int = 0
+    batch_size: int = Field(64, gt=0)
+    flag: DriftThresholds = DriftThresholds(label_p=0.001, length_ks=0.15, unk_increase=0.005, domain_auc=0.75)
+    skip: DriftThresholds = DriftThresholds(unk_increase=0.05, domain_auc=0.95)
+
+
+class RetrainParams(Strict):
+    landing: str = "data/landing"  # where new files arrive
+    quarantine: str = "data/quarantine"  # bad files go here, each with <file>.error.txt beside it
+    min_new_rows: int = Field(1, ge=1)  # fewer valid new rows: left in landing to accumulate, the run skips
+    commit: bool = True  # git-commit the landed data pointer before training, and dvc.lock + reports after
+    push: bool = True  # dvc push after a promotion (to the default DVC remote, if one is configured)
+    drift: DriftParams = DriftParams()
+
+
 class TrackingParams(Strict):
     experiment: str = "nlp-transfer"
 
@@ -154,6 +182,7 @@ with warnings.catch_warnings():
         finetune: FinetuneParams = FinetuneParams()
         evaluate: EvaluateParams = EvaluateParams()
         register: RegisterParams = RegisterParams()
+        retrain: RetrainParams = RetrainParams()
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -176,8 +177,37 @@ def read_frames(p: IngestParams, read_file: Callable[[str], pd.DataFrame],
             raise PipelineError(f"{p.source}: no 'train' split (found: {', '.join(raw)})")
         if "test" not in frames:
             frames = {"all": pd.concat(frames.values(), ignore_index=True)}
-        return frames, names
-    files = {"train": p.source, "validation": p.validation_file, "test": p.test_file}
-    if not p.test_file:
-        files = {"all": p.source}
-    return {k: read_file(f) for k, f in files.items() if f}, None
+    else:
+        files = {"train": p.source, "validation": p.validation_file, "test": p.test_file}
+        if not p.test_file:
+            files = {"all": p.source}
+        frames, names = {k: read_file(f) for k, f in files.items() if f}, None
+    return with_landed(frames, p, read_file), names
+
+
+def landed_files(p: IngestParams) -> list[Path]:
+    """The files `ingest.landed` names (folders: their files, in name order; hidden ones left out)."""
+    paths = [p.landed] if isinstance(p.landed, str) else (p.landed or [])
+    out = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            out.extend(sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")))
+        elif path.is_file():
+            out.append(path)
+    return out
+
+
+def with_landed(frames: dict[str, pd.DataFrame], p: IngestParams,
+                read_file: Callable[[str], pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """`frames` with the rows of the landed files (flows.retrain) added to 'all', or to 'train' when the source gives
+    its splits (their validation then comes out of train). Each row's split is its own hash, so the new rows take
+    their share of test and validation and no old row moves."""
+    files = landed_files(p)
+    if not files:
+        return frames
+    part = "all" if "all" in frames else "train"
+    frames = dict(frames)
+    if part == "train" and "validation" in frames:  # validation from train by hash, like the test split
+        frames["train"] = pd.concat([frames.pop("validation"), frames["train"]], ignore_index=True)
+    frames[part] = pd.concat([frames[part], *(read_file(str(f)) for f in files)], ignore_index=True)
+    return frames

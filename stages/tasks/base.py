@@ -139,6 +139,11 @@ class Task(ABC):
     def tokenize(self, in_dir: Path, tokenizer, labels: list[str], p: TokenizeParams, scratch: Path):
         """The split files of `in_dir` → (datasets.DatasetDict with input_ids and label, report)."""
 
+    def drift_view(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
+        """For retraining's drift report (stages.drift): each unit's text (what the encoder reads) and the labels the
+        units carry, one list over all units (a row's label here)."""
+        return df["text"].astype(str).tolist(), df["label"].astype(str).tolist()
+
     # --- model and training ------------------------------------------------------------------------------------
     auto_model: ClassVar[str]  # the transformers Auto class of the head
     problem_type: ClassVar[str | None] = None  # config.problem_type: picks the loss the model computes

@@ -133,6 +133,10 @@ class MultiLabelClassification(SequenceClassification):
                    for s, df in splits.items()}
         return Ingested(splits, list(names), summary, report)
 
+    def drift_view(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
+        """Each label of each row (a row without a label adds none)."""
+        return df["text"].astype(str).tolist(), [str(x) for labels in df["label"] for x in labels]
+
     def clean(self, in_dir: Path, out_dir: Path, p: CleanParams) -> dict:
         return clean_files(in_dir, out_dir, p, label_key, check_label_sets)
 

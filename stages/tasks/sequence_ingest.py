@@ -12,7 +12,8 @@ import pandas as pd
 from stages.io import PipelineError, check_labels
 from stages.params import IngestParams
 from stages.readers import DEMO_LABEL_NAMES, read_demo, read_table
-from stages.splits import assemble, missing, missing_label_error, read_frames, require_columns, select_texts
+from stages.splits import (assemble, missing, missing_label_error, read_frames, require_columns, select_texts,
+                           with_landed)
 from stages.tasks.base import Frames
 
 
@@ -77,20 +78,26 @@ def label_names(labels: pd.Series, given: list[str] | None) -> tuple[pd.Series, 
                 raise PipelineError(f"{_where(bad.idxmax())}: label {ids[bad].iloc[0]} outside "
                                     f"0..{len(given) - 1} (ingest.label_names has {len(given)} names)")
             return ids.map(dict(enumerate(given))), list(given)
-        unknown = sorted(set(as_str) - set(given))
+        # names, and ids beside them (a demo's 0/1 next to a landed file's 'positive'): an id that is not a name
+        ids = as_str.str.fullmatch(r"\d+") & ~as_str.isin(given) & (as_str.str.len() < 10)
+        named = as_str.where(~ids, as_str[ids].astype(int).map(dict(enumerate(given))))
+        unknown = sorted(set(as_str[named.isna() | ~named.isin(given)]))
         if unknown:
             raise PipelineError(f"labels {unknown[:5]} are not in ingest.label_names {given}")
-        return as_str, list(given)
+        return named, list(given)
     uniques = sorted(set(as_str), key=int) if is_int else sorted(set(as_str))
     return as_str, uniques
 
 
 def read_source(p: IngestParams, select=select_columns) -> tuple[Frames, list[str] | None]:
     """Shell: read whatever `ingest.source` names into raw frames (columns text, label), kept by `select`."""
+    def read_file(f: str) -> pd.DataFrame:
+        return select(read_table(Path(f), p.format, p.encoding, p.separator), p, f)
+
     if p.source.startswith("demo:"):
-        return {"all": read_demo(p.source.removeprefix("demo:"))}, p.label_names or DEMO_LABEL_NAMES
-    return read_frames(p, lambda f: select(read_table(Path(f), p.format, p.encoding, p.separator), p, f),
-                       lambda df, where, names: select(df, p, where, names), p.label_column)
+        demo = {"all": read_demo(p.source.removeprefix("demo:"))}
+        return with_landed(demo, p, read_file), p.label_names or DEMO_LABEL_NAMES
+    return read_frames(p, read_file, lambda df, where, names: select(df, p, where, names), p.label_column)
 
 
 def ingest(frames: Frames, p: IngestParams, names: list[str] | None = None) -> tuple[dict, list[str]]:

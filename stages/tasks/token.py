@@ -115,6 +115,11 @@ class TokenClassification(Task):
     def ingest(self, source: dict[str, pd.DataFrame], p: IngestParams) -> Ingested:
         return Ingested(*ingest_sentences(source, p))
 
+    def drift_view(self, df: pd.DataFrame) -> tuple[list[str], list[str]]:
+        """A sentence's words joined by spaces; its entities' types (one per B- tag; O is not a label here)."""
+        texts = [" ".join(map(str, tokens)) for tokens in df["tokens"]]
+        return texts, [str(t)[2:] for tags in df["tags"] for t in tags if str(t).startswith("B-")]
+
     def clean(self, in_dir: Path, out_dir: Path, p: CleanParams) -> dict:
         """Sentences in memory; the labels come from the cleaned train split's entity types."""
         splits, report = clean_sentences(read_splits(in_dir), p, in_dir)
