@@ -16,7 +16,7 @@ One run, holding the checkout's pipeline lock (a second retrain or pipeline run 
      chi-square, length KS, [UNK] rate, domain-classifier AUC. `retrain.drift.skip` thresholds: skip (the files go
      to quarantine with the report; `--force` trains on them anyway); `flag`: retrain and flag for a human look.
      The report is a Prefect markdown artifact of the flow run, and an MLflow artifact of the run it trained.
-  4. Append: each file is copied to `ingest.landed` (DVC-tracked) as `<sha256 prefix>-<name>`, atomically, then
+  4. Append: each file is copied to `ingest.landed` (DVC-tracked) as `<md5 prefix>-<name>`, atomically, then
      `dvc add`; with `retrain.commit`, the pointer is git-committed; only then is the landing file removed. A run
      that dies anywhere in between is finished by the next one: same bytes, same name (no duplicate), and pending
      DVC changes mean retrain (no drop). Old rows keep their split (each row's seeded hash, stages.splits).
@@ -28,7 +28,6 @@ One run, holding the checkout's pipeline lock (a second retrain or pipeline run 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -42,7 +41,7 @@ from flows.pipeline import changed_stages, checkout_lock, dvc, run_flow, stage_r
 from stages import drift, tasks
 from stages.cli import set_env_defaults
 from stages.io import PipelineError, read_json, read_splits, write_splits
-from stages.lineage import git_tracked_outs
+from stages.lineage import file_md5, git_tracked_outs
 from stages.splits import landed_files
 
 REGISTER_REPORT = Path("reports/register.json")
@@ -50,17 +49,9 @@ ERROR_SUFFIX = ".error.txt"
 
 
 # --- files ------------------------------------------------------------------------------------------------------
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def landed_name(path: Path) -> str:
-    """A landed file's name: its content hash first, so landing the same bytes twice gives one file."""
-    return f"{sha256(path)[:16]}-{path.name}"
+    """A landed file's name: its content hash (md5, as DVC's) first, so landing the same bytes twice gives one file."""
+    return f"{file_md5(path)[:16]}-{path.name}"
 
 
 def new_files(landing: Path) -> list[Path]:
@@ -307,9 +298,9 @@ def run(log, force: bool = False, retries: int = 0, retry_delay: float = 30) -> 
 
     result = stage_runner()(log, False, False, retries, True, retry_delay)
     registered = read_json(REGISTER_REPORT) if REGISTER_REPORT.exists() else {}
-    if markdown:
+    if markdown:  # made again: the files' outcomes moved on (landed)
         report["register"] = {k: registered.get(k) for k in ("version", "promoted", "reason")}
-        publish(log, markdown, report, registered.get("run_id"), params)
+        publish(log, drift.markdown(report, decision, reasons), report, registered.get("run_id"), params)
         if decision == "retrain_and_flag" and registered.get("version"):
             from stages import registry
 

@@ -125,6 +125,10 @@ def markdown(report: dict, decision: str, reasons: list[str]) -> str:
         lines.append(f"| [UNK] share of tokens | {unk['train']:.3%} | {unk['new']:.3%} | {unk['increase']:+.3%} |")
     if emb:
         lines.append(f"| embeddings | | | domain-classifier AUC {emb.get('auc')} (0.5: indistinguishable) |")
+    if report.get("register"):
+        reg = report["register"]
+        lines += ["", f"Registered version {reg.get('version')}: "
+                  f"{'promoted to champion' if reg.get('promoted') else 'not promoted'} ({reg.get('reason')})"]
     files = report.get("files", {})
     if files:
         lines += ["", "| file | rows | outcome |", "|---|---|---|"]

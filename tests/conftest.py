@@ -15,7 +15,8 @@ import yaml
 from stages.cli import set_env_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["stages", "flows", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", ".dvcignore", ".gitignore", "data/source"]
+PROJECT_FILES = ["stages", "flows", "dvc.yaml", "params.yaml", "prefect.yaml", ".dvc/config", ".dvc/plots", ".dvcignore",
+                 ".gitignore", "data/source"]
 
 set_env_defaults()  # offline: tests never reach a hub
 
