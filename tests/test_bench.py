@@ -69,3 +69,87 @@ def test_report_block_is_replaced_in_place(tmp_path, monkeypatch):
     write_report({"text": "second"}, doc)
     text = doc.read_text()
     assert "second" in text and "first" not in text and text.endswith("## NER\nkept\n") and text.startswith("# Benchmarks")
+
+
+# ---------------------------------------------------------------- bench.predict_stream (issue 12, batch scoring)
+
+
+def test_predict_stream_watchdog_stops_a_child_over_its_cap(tmp_path):
+    import sys
+
+    from bench.predict_stream import run_watched
+
+    hold = "import time; b = b'x' * ({mb} << 20); time.sleep({s})"  # b'x' * n writes every page: resident
+    m = run_watched([sys.executable, "-c", hold.format(mb=300, s=20)], tmp_path, {}, tmp_path / "log", cap_mb=150)
+    assert m["stopped_over_cap"] and m["wall_s"] < 15
+    m = run_watched([sys.executable, "-c", hold.format(mb=200, s=0.5)], tmp_path, {}, tmp_path / "log", cap_mb=1e9)
+    assert not m["stopped_over_cap"] and m["rc"] == 0
+    assert m["peak_rss_mb"] >= 200 and m["vm_hwm_sampled_mb"] >= 200 and m["other_cpu_s"] >= 0
+
+
+def fake_score(variant: str, rows: int, rss: float, chunk_rows: int | None = 10_000, **kw) -> dict:
+    return {
+        "rows": rows,
+        "format": "csv",
+        "model": "bench-tiny-bert",
+        "variant": variant,
+        "chunk_rows": chunk_rows,
+        "wall_s": rows / 1000,
+        "rows_per_s": 1000.0,
+        "peak_rss_mb": rss,
+        "other_cpu_s": 0.0,
+        "stopped_over_cap": False,
+    } | kw
+
+
+def test_predict_stream_targets_and_table():
+    from bench.predict_stream import build_targets, markdown
+
+    runs = [
+        fake_score("ours", 10_000, 600.0),
+        fake_score("ours", 1_000_000, 720.0, other_cpu_s=900.0),
+        fake_score("reference_batched", 1_000_000, 1500.0),
+        fake_score("reference_one_call", 1_000_000, 8200.0, chunk_rows=None, stopped_over_cap=True),
+        fake_score("ours", 1_000_000, 650.0, chunk_rows=1000),
+    ]
+    checks = {"outputs": [{"ok": True}], "compare": {"rows": 10_000, "ok": True}}
+    t = {x["name"].split(" from ")[0].split(" at ")[0]: x for x in build_targets(runs, checks, "bench-tiny-bert")}
+    ratio, growth = t["flows.predict peak RSS"], t["flows.predict peak RSS growth"]
+    assert ratio["value"] == pytest.approx(1.2) and not ratio["pass"]  # 720 / 600 > 1.15: not bounded enough
+    assert growth["value"] == pytest.approx(120.0) and growth["pass"]  # the chunk sweep's run is not the 1M point
+    files = [{"rows": 10_000, "format": "csv", "mb": 1.2}, {"rows": 1_000_000, "format": "csv", "mb": 125.0}]
+    table = "\n".join(markdown(runs, files))
+    assert "| 1,000,000 | csv, 125.0 MB | tiny BERT (2x32) | 1,000.0 s*, 1,000 rows/s, **720 MiB** |" in table
+    assert "stopped at 8,200 MiB" in table and "| 1,000,000 | csv | tiny BERT | 1,000 |" in table
+
+
+def test_predict_stream_quick_run(tmp_path):
+    """The benchmark end to end on one 300-row CSV (~25 s): ours and the whole-file reference score it in their own
+    processes, and agree. A subprocess: a child spawned from this (large) process would count its RSS as its own."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "predict_stream.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.predict_stream",
+        "--quick",
+        "--sizes",
+        "300",
+        "--workdir",
+        str(tmp_path),
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert {r["variant"] for r in res["runs"]} == {"ours", "reference_batched"}
+    for r in res["runs"]:
+        assert r["rc"] == 0 and not r["stopped_over_cap"] and r["rows"] == 300
+        assert 100 < r["peak_rss_mb"] < 8192 and r["vm_hwm_sampled_mb"] <= r["peak_rss_mb"] + 1
+    assert res["checks"]["compare"]["ok"] and all(o["ok"] for o in res["checks"]["outputs"])
+    assert all(t["pass"] for t in res["targets"]) and "| 300 | csv" in res["markdown"][2]
+    assert list(tmp_path.glob("bench-predict-*")) == []  # the temp files are gone
