@@ -7,7 +7,7 @@ retries, per-stage state and logs, and the steps outside the DAG (new-data check
     python -m flows.pipeline                        # run once (Prefect's temporary server)
     python -m flows.pipeline --only-if-changed      # skip when dvc status says nothing changed
     python -m flows.pipeline --restore-on-failure   # a failed stage puts back the last good run (flows.recover)
-    python -m flows.pipeline --serve --cron "0 3 * * *"   # nightly retraining (prefect server start)
+    python -m flows.pipeline --serve --cron "0 3 * * *"   # the plain DAG on a schedule (flows.retrain: new data)
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="seconds to wait when another run holds this checkout (default 0: stop at once)")
     ap.add_argument("--serve", action="store_true", help="serve a scheduled deployment (needs prefect server start)")
     ap.add_argument("--cron", default="0 3 * * *", help="schedule for --serve (default: 03:00 daily)")
-    ap.add_argument("--name", default="nightly-retrain", help="deployment name for --serve")
+    ap.add_argument("--name", default="nightly-pipeline", help="deployment name for --serve")
     args = ap.parse_args(argv)
     set_env_defaults()
     pipeline = _build_flow()
