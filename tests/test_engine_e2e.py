@@ -40,7 +40,7 @@ def no_dropout_model(tmp_path_factory, packaged_tokenizer) -> Path:
 def test_two_processes_agree_with_one(tmp_path, no_dropout_model):
     root = make_project(tmp_path, BASE | {"model": {"name": str(no_dropout_model)}, "finetune": {
         "epochs": 2, "batch_size": 16, "learning_rate": 3e-3, "precision": "fp32", "log_every_steps": 1}})
-    write_reviews(root / "data/source/reviews.csv", 200)  # 160 train rows: 10 global batches of 16 per epoch
+    write_reviews(root / "data/source/reviews.csv", 206)  # 160 train rows (split by hash): 10 batches of 16 per epoch
     run_in(root, "dvc", "repro", "tokenize")
     finetune(root)
     one = pd.read_csv(root / "reports/train_steps.csv")
