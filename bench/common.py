@@ -104,6 +104,26 @@ def finish(out: Path, result: dict, summary: str, scratch: Path, keep: bool) -> 
     return 0
 
 
+def timing_facts(t_start: float, load_start: tuple) -> dict:
+    """What every timed benchmark records about its run: the machine, the time, the load before and after."""
+    import os
+    import time
+
+    return {"machine": machine_info(), "total_seconds": round(time.perf_counter() - t_start, 1),
+            "timing_note": "shared machine: timings may be contended by other work; see loadavg (1/5/15 min)",
+            "loadavg": {"start": load_start, "end": os.getloadavg()}}
+
+
+def finish_table(out: Path, result: dict, table: list[str], load_start: tuple, targets: list[dict]) -> int:
+    """A table benchmark's end: the JSON result, the table, the load and time, then each target's PASS/FAIL."""
+    import os
+
+    write_result(out, result)
+    print("\n".join(table))
+    print(f"loadavg {load_start[0]:.2f} -> {os.getloadavg()[0]:.2f}; {result['total_seconds']:.0f} s")
+    return report_targets(targets, out)
+
+
 def write_result(path: Path, result: dict) -> None:
     """A benchmark's JSON result (folders made as needed; numpy scalars and paths as strings)."""
     import json

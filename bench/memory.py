@@ -37,7 +37,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import command_line, machine_info, parse_sizes, peak_rss_mb, report_targets, target, write_result
+from bench.common import (
+    command_line,
+    finish_table,
+    parse_sizes,
+    peak_rss_mb,
+    target,
+    timing_facts,
+)
 from bench.tokenization import MODEL, check, project_params, run_measured, worker_prepare, worker_runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -378,15 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         "sampler": sampler,
         "targets": targets,
         "markdown": table,
-        "machine": machine_info(),
-        "total_seconds": round(time.perf_counter() - t_start, 1),
-        "timing_note": "shared machine: timings may be contended by other work; see loadavg (1/5/15 min)",
-        "loadavg": {"start": load_start, "end": os.getloadavg()},
+        **timing_facts(t_start, load_start),
     }
-    write_result(args.out, out)
-    print("\n".join(table))
-    print(f"loadavg {load_start[0]:.2f} -> {os.getloadavg()[0]:.2f}; {out['total_seconds']:.0f} s")
-    return report_targets(targets, args.out)
+    return finish_table(args.out, out, table, load_start, targets)
 
 
 if __name__ == "__main__":

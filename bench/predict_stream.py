@@ -51,7 +51,16 @@ from pathlib import Path
 
 # Only the standard library and bench.common here: this process starts every measured child, and a child that the
 # kernel starts by vfork inherits its parent's peak RSS into its own ru_maxrss, so the runner stays small.
-from bench.common import command_line, parse_sizes, peak_rss_mb, report_targets, target, write_result
+from bench.common import (
+    command_line,
+    finish_table,
+    parse_sizes,
+    peak_rss_mb,
+    report_targets,
+    target,
+    timing_facts,
+    write_result,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES, QUICK_SIZES = "10000,100000,1000000", "500,3000"
@@ -616,7 +625,6 @@ def main(argv: list[str] | None = None) -> int:
         r["out"] = Path(r["out"]).name
     targets = build_targets(runs, checks, TINY)
     table = markdown(runs, files)
-    from bench.common import machine_info  # imports torch: after every measured run (see the imports above)
 
     out = {
         "benchmark": "predict_stream",
@@ -660,15 +668,9 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets,
         "markdown": table,
         "runner_peak_rss_mb": round(peak_rss_mb(), 1),
-        "machine": machine_info(),
-        "total_seconds": round(time.perf_counter() - t_start, 1),
-        "timing_note": "shared machine: timings may be contended by other work; see loadavg (1/5/15 min)",
-        "loadavg": {"start": load_start, "end": os.getloadavg()},
+        **timing_facts(t_start, load_start),
     }
-    write_result(args.out, out)
-    print("\n".join(table))
-    print(f"loadavg {load_start[0]:.2f} -> {os.getloadavg()[0]:.2f}; {out['total_seconds']:.0f} s")
-    return report_targets(targets, args.out)
+    return finish_table(args.out, out, table, load_start, targets)
 
 
 if __name__ == "__main__":
