@@ -38,8 +38,8 @@ def project(tmp_path_factory, tiny_model_dir, prefect_harness):
         "task": "multilabel_classification", "model": {"name": str(tiny_model_dir)},
         "ingest": {"source": "data/source/genres.jsonl", "label_column": "genres"},
         "augment": {"enabled": True, "operations": ["swap", "delete"]},
-        "finetune": {"epochs": 8, "batch_size": 16, "learning_rate": 3e-3, "log_every_steps": 5,
-                     "early_stopping_patience": 8},
+        "finetune": {"epochs": 12, "batch_size": 16, "learning_rate": 3e-3, "log_every_steps": 5,
+                     "early_stopping_patience": 12},
         "evaluate": {"probe_max_train_rows": 200, "min_test_rows": 10, "min_test_per_class": 2}, "register": {"model_name": "toy-genres"}})
     write_genres(root / "data/source/genres.jsonl", 300)
     with pytest.MonkeyPatch.context() as mp:
