@@ -53,15 +53,17 @@ def publish(log, report: dict, run_id: str | None, params) -> None:
 
     markdown = drift.markdown(report, report["decision"], report["reasons"])
     create_markdown_artifact(markdown=markdown, key="drift-report", description="retrain: new data vs train split")
-    if run_id:
-        client = tracking.client()
-        client.log_text(run_id, markdown, "drift/report.md")
-        client.log_dict(run_id, report, "drift/report.json")
-        client.set_tag(run_id, "drift.decision", report["decision"])
-        return
-    mlflow = tracking._mlflow()
-    mlflow.set_experiment(params.tracking.experiment)
-    with mlflow.start_run(run_name="retrain-" + report["decision"], tags={"drift.decision": report["decision"]}):
-        mlflow.log_text(markdown, "drift/report.md")
-        mlflow.log_dict(report, "drift/report.json")
-    log.info("drift report logged to MLflow experiment %s", params.tracking.experiment)
+    # The client, never the fluent API: a flow runs in a long-lived process (a worker, `serve`, a test session) that
+    # must not keep this experiment as its active one.
+    client, own_run = tracking.client(), not run_id
+    if own_run:
+        experiment = client.get_experiment_by_name(params.tracking.experiment)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(params.tracking.experiment)
+        tags = {"drift.decision": report["decision"]}
+        run_id = client.create_run(experiment_id, run_name="retrain-" + report["decision"], tags=tags).info.run_id
+    client.log_text(run_id, markdown, "drift/report.md")
+    client.log_dict(run_id, report, "drift/report.json")
+    client.set_tag(run_id, "drift.decision", report["decision"])
+    if own_run:
+        client.set_terminated(run_id)
+        log.info("drift report logged to MLflow experiment %s", params.tracking.experiment)

@@ -49,6 +49,7 @@ def registered(store, tiny_model_dir, packaged_tokenizer):
         meta = {"task": name, "max_length": MAX_LENGTH, "labels": labels} | extras
         (out / "pipeline.json").write_text(json.dumps(meta))
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        mlflow.set_experiment("serving")  # this store's own: never an experiment id another module left active
         with mlflow.start_run():
             version = tracking.log_served_model(str(out), name, [], task.examples, task.example_output(labels))
         uris[name] = f"models:/{name}/{version}"
