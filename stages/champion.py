@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stages import tracking
 from stages.gate import Counts
 from stages.io import PipelineError, read_json, split_paths, write_atomic
 
@@ -50,7 +51,7 @@ def logged_counts(mv, split: str) -> Counts | None:
     if (mv.tags or {}).get("test_split") != split or not mv.run_id:
         return None
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"{ARTIFACT_DIR}/{COUNTS.name}")
+        path = tracking.download(run_id=mv.run_id, artifact_path=f"{ARTIFACT_DIR}/{COUNTS.name}")
     except (mlflow.exceptions.MlflowException, OSError):
         return None
     counts, logged_split = load_counts(Path(path))

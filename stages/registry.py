@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from stages import tracking
 from stages.io import PipelineError, read_json
 from stages.tracking import client
 
@@ -73,10 +74,8 @@ def facts_tags(f: Facts, metric: str) -> dict[str, str]:
 
 def _folder_uri(mv) -> str:
     """Where a version's fine-tuned folder is: the pyfunc's one artifact folder, named after the fine-tuned one."""
-    import mlflow
-
     base = f"models:/{mv.name}/{mv.version}"
-    return f"{base}/{mlflow.artifacts.list_artifacts(artifact_uri=f'{base}/artifacts')[0].path}"
+    return f"{base}/{tracking.list_artifacts(f'{base}/artifacts')[0].path}"
 
 
 def model_folder(mv, dest: Path) -> Path:
@@ -84,7 +83,7 @@ def model_folder(mv, dest: Path) -> Path:
     import mlflow
 
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=_folder_uri(mv), dst_path=str(dest)))
+        return Path(tracking.download(artifact_uri=_folder_uri(mv), dst_path=str(dest)))
     except (mlflow.exceptions.MlflowException, OSError, IndexError) as e:
         raise PipelineError(f"model {mv.name} version {mv.version}: cannot download its model folder ({e})") from None
 
@@ -94,7 +93,7 @@ def _labels_of(mv) -> frozenset[str] | None:
     import mlflow
 
     try:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{_folder_uri(mv)}/pipeline.json")
+        path = tracking.download(artifact_uri=f"{_folder_uri(mv)}/pipeline.json")
         return frozenset(read_json(Path(path))["labels"])
     except (mlflow.exceptions.MlflowException, OSError, IndexError, KeyError, ValueError):
         return None

@@ -204,6 +204,17 @@ def load_model(uri: str):
     return (_mlflow() if uri.startswith("models:/") else mlflow).pyfunc.load_model(uri)
 
 
+def download(**where) -> str:
+    """`mlflow.artifacts.download_artifacts(**where)` from this project's store: MLflow's global URIs are set from the
+    environment first, since a long-lived process (a Prefect worker, a test session) may have pointed them elsewhere."""
+    return _mlflow().artifacts.download_artifacts(**where)
+
+
+def list_artifacts(artifact_uri: str) -> list:
+    """`mlflow.artifacts.list_artifacts` from this project's store (see `download`)."""
+    return _mlflow().artifacts.list_artifacts(artifact_uri=artifact_uri)
+
+
 def client():
     from mlflow import MlflowClient
 

@@ -53,13 +53,21 @@ def project(tmp_path_factory, tiny_model_dir):
 
 
 @pytest.fixture
-def retrain(project, monkeypatch, prefect_harness):
+def retrain(project, monkeypatch, prefect_harness, tmp_path):
+    """The flow, run in this process as a worker runs it: MLflow's global URIs point at another store, as an earlier
+    flow run or test module may have left them; the flow must use the project's own (both are restored after)."""
+    from mlflow.tracking._model_registry import utils as registry_globals
+    from mlflow.tracking._tracking_service import utils as tracking_globals
+
     from flows.retrain import retrain
 
     monkeypatch.chdir(project)
     for key, value in project_env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    elsewhere = f"sqlite:///{tmp_path / 'another-store.db'}"
+    monkeypatch.setattr(tracking_globals, "_tracking_uri", elsewhere)
+    monkeypatch.setattr(registry_globals, "_registry_uri", elsewhere)
     return retrain
 
 
