@@ -20,9 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages import tracking
 from stages.io import PipelineError, read_json
-from stages.tracking import client
+from stages.tracking import client, download, list_artifacts
 
 log = logging.getLogger(__name__)
 LOCK_SUFFIX = ".register-lock"
@@ -75,7 +74,7 @@ def facts_tags(f: Facts, metric: str) -> dict[str, str]:
 def _folder_uri(mv) -> str:
     """Where a version's fine-tuned folder is: the pyfunc's one artifact folder, named after the fine-tuned one."""
     base = f"models:/{mv.name}/{mv.version}"
-    return f"{base}/{tracking.list_artifacts(f'{base}/artifacts')[0].path}"
+    return f"{base}/{list_artifacts(f'{base}/artifacts')[0].path}"
 
 
 def model_folder(mv, dest: Path) -> Path:
@@ -83,7 +82,7 @@ def model_folder(mv, dest: Path) -> Path:
     import mlflow
 
     try:
-        return Path(tracking.download(artifact_uri=_folder_uri(mv), dst_path=str(dest)))
+        return Path(download(artifact_uri=_folder_uri(mv), dst_path=str(dest)))
     except (mlflow.exceptions.MlflowException, OSError, IndexError) as e:
         raise PipelineError(f"model {mv.name} version {mv.version}: cannot download its model folder ({e})") from None
 
@@ -93,7 +92,7 @@ def _labels_of(mv) -> frozenset[str] | None:
     import mlflow
 
     try:
-        path = tracking.download(artifact_uri=f"{_folder_uri(mv)}/pipeline.json")
+        path = download(artifact_uri=f"{_folder_uri(mv)}/pipeline.json")
         return frozenset(read_json(Path(path))["labels"])
     except (mlflow.exceptions.MlflowException, OSError, IndexError, KeyError, ValueError):
         return None

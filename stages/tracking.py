@@ -7,7 +7,6 @@ Cores never import this: finetune injects `EpochLogger` into the training loop a
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import warnings
@@ -18,57 +17,23 @@ from typing import Any
 from stages import credentials, lineage, trackguard
 from stages.io import PipelineError, read_json, write_json
 
+# the store's handles, used through this module by the stages and flows
+from stages.store import (  # noqa: F401
+    check_server,
+    client,
+    download,
+    list_artifacts,
+    load_model,
+    mlflow_api,
+    store_uri,
+    tracking_uri,
+)
+
 RUN_FILE = Path("reports/mlflow_run.json")
 # Set by flows.sweep for its trials' stages: each trial's finetune run becomes a child of the sweep's run in the UI.
 PARENT_RUN_ENV, SWEEP_NAME_ENV, SWEEP_TRIAL_ENV = "NLP_PARENT_RUN_ID", "NLP_SWEEP_NAME", "NLP_SWEEP_TRIAL"
 SWEEP_TAGS = {PARENT_RUN_ENV: "mlflow.parentRunId", SWEEP_NAME_ENV: "sweep.name", SWEEP_TRIAL_ENV: "sweep.trial"}
 log = logging.getLogger(__name__)
-
-
-def tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI, else SQLite in the project root (`mlflow ui --backend-store-uri sqlite:///mlflow.db`).
-    Credentials in the URI move to the environment first: the URI returned (and logged, and written) has none."""
-    credentials.move_to_env()
-    return os.environ.get(credentials.URI_ENV) or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def check_server() -> None:
-    """Fail in seconds, with one line, when the tracking server or database is not there (stages.trackguard): called
-    first by every stage that talks to MLflow, before it loads a model or data."""
-    trackguard.check_server(tracking_uri())
-
-
-@functools.cache
-def ensure_store(uri: str) -> None:
-    """Create a SQLite store's tables once, under a file lock beside it: two first runs creating them at once crash
-    (both run the migrations: "duplicate column name"). Other stores are created by their server."""
-    if not uri.startswith("sqlite:///"):
-        return
-    from filelock import FileLock
-    from mlflow import MlflowClient
-
-    db = Path(uri.removeprefix("sqlite:///"))
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{db}.lock", timeout=300):
-        client = MlflowClient(uri, registry_uri=uri)
-        client.search_experiments(max_results=1)  # tracking tables (and migrations)
-        client.search_registered_models(max_results=1)  # registry tables
-
-
-def _store() -> str:
-    """The tracking URI, its store created if need be."""
-    uri = tracking_uri()
-    ensure_store(uri)
-    return uri
-
-
-def _mlflow():
-    import mlflow
-
-    uri = _store()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return mlflow
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -82,7 +47,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def start_run(experiment: str, params: dict[str, Any], run_name: str, tags: dict[str, str] | None = None) -> str:
     """Open the pipeline's run with `tags`; log every param once and the lineage tags (and, for a sweep's trial, its
     parent run and trial number). Returns the run id."""
-    mlflow = _mlflow()
+    mlflow = mlflow_api()
     mlflow.set_experiment(experiment)
     sweep = {tag: os.environ[env] for env, tag in SWEEP_TAGS.items() if os.environ.get(env)}
     run = mlflow.start_run(run_name=run_name, tags=(tags or {}) | sweep or None)
@@ -101,7 +66,7 @@ def log_datasets(folder: Path, contexts: dict[str, str], source: str) -> None:
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.models import infer_signature
 
-    mlflow = _mlflow()
+    mlflow = mlflow_api()
     folder_md5 = lineage.data_hashes().get(str(folder), "")
     for split, context in contexts.items():
         path = folder / f"{split}.parquet"
@@ -118,11 +83,11 @@ def log_datasets(folder: Path, contexts: dict[str, str], source: str) -> None:
 
 def log_table(df, path: str) -> None:
     """A table artifact the MLflow UI shows as a table (per-class scores), instead of one chart per number."""
-    _mlflow().log_table(df, artifact_file=path)
+    mlflow_api().log_table(df, artifact_file=path)
 
 
 def end_run(status: str = "FINISHED") -> None:
-    _mlflow().end_run(status=status)
+    mlflow_api().end_run(status=status)
 
 
 def fail_run() -> None:
@@ -152,7 +117,7 @@ def save_run_file(run_id: str) -> None:
 def resume_run() -> Iterator[Any]:
     """Re-open the run finetune started (its id is in RUN_FILE)."""
     run_id = read_json(RUN_FILE)["run_id"]
-    mlflow = _mlflow()
+    mlflow = mlflow_api()
     try:
         mlflow.get_run(run_id)
     except Exception as e:
@@ -170,56 +135,30 @@ def resume_run() -> Iterator[Any]:
 
 
 def log_params(params: dict[str, Any]) -> None:
-    _mlflow().log_params(params)
+    mlflow_api().log_params(params)
 
 
 def log_metrics(metrics: dict[str, float]) -> None:
-    _mlflow().log_metrics(metrics)
+    mlflow_api().log_metrics(metrics)
 
 
 def log_artifacts(paths: list[str], folder: str) -> None:
     """Files, or the files of folders, into `folder` of the active run."""
-    mlflow = _mlflow()
+    mlflow = mlflow_api()
     for path in paths:
         (mlflow.log_artifacts if Path(path).is_dir() else mlflow.log_artifact)(path, artifact_path=folder)
 
 
 def set_tags(tags: dict[str, str]) -> None:
-    _mlflow().set_tags(tags)
+    mlflow_api().set_tags(tags)
 
 
 def log_dict(obj: dict, path: str) -> None:
-    _mlflow().log_dict(obj, path)
+    mlflow_api().log_dict(obj, path)
 
 
 def log_text(text: str, path: str) -> None:
-    _mlflow().log_text(text, path)
-
-
-def load_model(uri: str):
-    """A pyfunc model: `models:/<name>@<alias>` from this project's registry (the store set up as the stages use it),
-    or a local model folder (no store touched)."""
-    import mlflow
-
-    return (_mlflow() if uri.startswith("models:/") else mlflow).pyfunc.load_model(uri)
-
-
-def download(**where) -> str:
-    """`mlflow.artifacts.download_artifacts(**where)` from this project's store: MLflow's global URIs are set from the
-    environment first, since a long-lived process (a Prefect worker, a test session) may have pointed them elsewhere."""
-    return _mlflow().artifacts.download_artifacts(**where)
-
-
-def list_artifacts(artifact_uri: str) -> list:
-    """`mlflow.artifacts.list_artifacts` from this project's store (see `download`)."""
-    return _mlflow().artifacts.list_artifacts(artifact_uri=artifact_uri)
-
-
-def client():
-    from mlflow import MlflowClient
-
-    uri = _store()
-    return MlflowClient(uri, registry_uri=uri)
+    mlflow_api().log_text(text, path)
 
 
 def log_served_model(model_dir: str, model_name: str, requirements: list[str], example, example_output) -> str:
@@ -231,7 +170,7 @@ def log_served_model(model_dir: str, model_name: str, requirements: list[str], e
     from stages.serving import Served
 
     # models-from-code (stages/served_model.py declares Served()): the registry stores code, no pickled object
-    info = _mlflow().pyfunc.log_model(
+    info = mlflow_api().pyfunc.log_model(
         name="model", python_model=served_model.__file__, artifacts={"model": model_dir},
         code_paths=[str(Path(__file__).parent)], pip_requirements=requirements, input_example=example,
         signature=Served.signature(infer_signature(example, example_output)), registered_model_name=model_name)
@@ -242,7 +181,7 @@ class EpochLogger:
     """Training callbacks that log step and epoch metrics to the active MLflow run."""
 
     def __init__(self) -> None:
-        self.mlflow = _mlflow()
+        self.mlflow = mlflow_api()
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         self.mlflow.log_metrics({f"step_{k}": v for k, v in metrics.items()}, step=step)
